@@ -9,13 +9,35 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 # command -> (module, one-line help). The module provides add_arguments() and run().
+# A command whose module is not part of this installation is left out of --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bpbreid.demo", "run the main job on the embedded synthetic data"),
+    "data": (
+        "bpbreid.data.cli",
+        "datasets: check a layout, generate the synthetic set, get labels",
+    ),
+    "train": ("bpbreid.engine.cli_train", "train a model from a config"),
+    "eval": ("bpbreid.engine.cli_eval", "evaluate a checkpoint on query/gallery sets"),
+    "bench": ("bpbreid.bench", "speed benchmarks with a baseline measured in the same run"),
+    "visualize": ("bpbreid.viz.cli", "ranking figures for chosen queries"),
+    "labels": ("bpbreid.labels.cli", "parsing labels for new images from keypoints"),
+    "infer": ("bpbreid.inference_cli", "embed and rank your own images with a checkpoint"),
+    "export": ("bpbreid.export_cli", "export a model to ONNX or TorchScript"),
     "config": ("bpbreid.config_cli", "print a configuration (a bundled name or a YAML file)"),
 }
+
+
+def available_commands() -> dict[str, tuple[str, str]]:
+    """The commands whose module is installed."""
+    out = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(module_name) is not None:
+            out[name] = (module_name, help_text)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"bpbreid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (module_name, help_text) in available_commands().items():
         module = importlib.import_module(module_name)
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(cmd)
@@ -53,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from bpbreid.errors import BPBReIDError
     from bpbreid.config import ConfigError
+    from bpbreid.errors import BPBReIDError
 
     return (BPBReIDError, ConfigError, FileNotFoundError)
 

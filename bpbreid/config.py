@@ -373,7 +373,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{p} must hold a mapping of config sections, got {type(data).__name__}.")
+            raise ConfigError(
+                f"{p} must hold a mapping of config sections, got {type(data).__name__}."
+            )
         _check_unknown(data, Config, "", source)
         try:
             # A loss table in a file replaces the default one (it is a whole GiLt recipe).

@@ -7,10 +7,15 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "config", nargs="?", default=None, help="bundled config name or YAML path (default: defaults)"
+        "config",
+        nargs="?",
+        default=None,
+        help="bundled config name or YAML path (default: defaults)",
     )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
-    parser.add_argument("--diff", action="store_true", help="print only keys that differ from defaults")
+    parser.add_argument(
+        "--diff", action="store_true", help="print only keys that differ from defaults"
+    )
     parser.add_argument("--list", action="store_true", help="list the bundled configs")
 
 

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpbreid.__main__ import COMMANDS
+    from bpbreid.__main__ import available_commands
     from bpbreid.config import CONFIGS_DIR, load_config
     from bpbreid.notebook import find_repo_root, package_versions
 
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         load_config(name)  # every bundled config must load
     print(f"bundled configs ({len(configs)}, all load): {', '.join(configs) or 'none yet'}")
     print("commands available:")
-    for name, (_, help_text) in COMMANDS.items():
+    for name, (_, help_text) in available_commands().items():
         print(f"  python -m bpbreid {name:<10} {help_text}")
     notebooks = sorted((find_repo_root() / "notebooks").glob("*.ipynb"))
     print("notebooks:")

@@ -166,7 +166,7 @@ def seed_everything(seed: int) -> None:
     import torch
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (seeds legacy global-RNG users too)
     torch.manual_seed(seed)
 
 
