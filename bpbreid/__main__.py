@@ -35,7 +35,11 @@ def available_commands() -> dict[str, tuple[str, str]]:
     """The commands whose module is installed."""
     out = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        if importlib.util.find_spec(module_name) is not None:
+        try:
+            found = importlib.util.find_spec(module_name) is not None
+        except ModuleNotFoundError:  # its parent package is not installed either
+            found = False
+        if found:
             out[name] = (module_name, help_text)
     return out
 
