@@ -1,0 +1,809 @@
+"""Re-id dataset layouts -> lists of samples, the image dataset and the data loaders.
+
+Each supported dataset is described once by a :class:`DatasetSpec` (where its folders are,
+how its file names encode the identity and the camera, which suffix its parsing labels
+use). :func:`build_dataset` reads a layout into a :class:`ReIDData` with torchreid's
+conventions:
+
+* file names give the person id (pid) and the camera (``0002_c1s1_000451_03.jpg`` ->
+  pid 2, camera 1); junk images (pid -1) are dropped, distractors (pid 0) stay in the
+  gallery, camera ids become 0-based, and training pids are relabelled ``0..N-1``;
+* the parsing label of ``<dataset>/<split>/<stem>.jpg`` is
+  ``<dataset>/masks/<masks_dir>/<split>/<stem><suffix>`` (suffix ``.npy``, except
+  ``.jpg.confidence_fields.npy`` for Occluded-Duke, as in the official code).
+
+Example::
+
+    data = build_dataset("market1501", "data")
+    print(data.summary())
+    loaders = build_loaders(cfg, data)  # {"train", "query", "gallery", ...}
+
+Reference:
+    Official dataset classes of BPBReID (github.com/VlSomers/bpbreid,
+    ``torchreid/data/datasets/image/``) and torchreid (github.com/KaiyangZhou/deep-person-reid).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bpbreid.errors import DatasetError, LabelError
+from bpbreid.notebook import REPO_BRANCH, REPO_URL, find_repo_root
+
+if TYPE_CHECKING:
+    from bpbreid.config import Config
+
+DEFAULT_MASKS_DIR = "pifpaf_maskrcnn_filtering"
+README_HINT = (
+    "data/README.md explains where each dataset goes and how to get it "
+    f"({REPO_URL}/blob/{REPO_BRANCH}/data/README.md)."
+)
+LABELS_HINT = "python -m bpbreid data download-labels {name} <data root>"
+ROLES = ("train", "query", "gallery")
+
+
+class Sample(NamedTuple):
+    """One image of a re-id dataset.
+
+    Attributes:
+        img_path: path of the image file.
+        pid: person id (relabelled ``0..N-1`` in the training set; 0 = distractor).
+        camid: 0-based camera id.
+        mask_path: path of its parsing label (``.npy``), or None when labels are not used.
+    """
+
+    img_path: str
+    pid: int
+    camid: int
+    mask_path: str | None
+
+
+@dataclass(frozen=True)
+class SplitFolder:
+    """A folder of images that belongs to one subset (train, query, gallery, ...).
+
+    Attributes:
+        path: folder relative to the dataset folder (POSIX separators), e.g. ``"query"``.
+        nested: images sit in per-identity sub-folders (``<path>/<pid>/<file>``).
+        camid: 0-based camera for datasets whose file names carry none (Occluded-ReID).
+    """
+
+    path: str
+    nested: bool = False
+    camid: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetSpec:
+    """How one dataset is laid out on disk.
+
+    Attributes:
+        name: registry name (``market1501``).
+        title: human name (``Market-1501``).
+        folders: candidate folders under the data root, the official name first.
+        splits: subset -> the folders it is read from.
+        name_pattern: regex on the file name with groups ``pid`` and (optionally) ``cam``
+            (1-based camera).
+        name_example: an example file name, shown when a name does not parse.
+        image_exts: image file extensions (lower case).
+        mask_suffixes: label suffix per ``masks_dir``; others default to ``.npy``.
+        default_extra_queries: extra query folders always read when present.
+        source: where to obtain the images.
+    """
+
+    name: str
+    title: str
+    folders: tuple[str, ...]
+    splits: dict[str, tuple[SplitFolder, ...]]
+    name_pattern: re.Pattern[str]
+    name_example: str
+    image_exts: tuple[str, ...] = (".jpg",)
+    mask_suffixes: dict[str, str] = field(default_factory=dict)
+    default_extra_queries: tuple[str, ...] = ()
+    source: str = ""
+
+    def mask_suffix(self, masks_dir: str) -> str:
+        """The label-file suffix for ``masks_dir`` (official table, ``.npy`` by default)."""
+        return self.mask_suffixes.get(masks_dir, ".npy")
+
+    def split_folders(self) -> list[str]:
+        return [folder.path for folders in self.splits.values() for folder in folders]
+
+
+# File names. Market-1501: "0002_c1s1_000451_03.jpg" (pid, camera c1..c6, sequence s1..,
+# frame, box); junk images have pid -1. DukeMTMC-reID: "0005_c2_f0046985.jpg" (pid, camera
+# c1..c8, frame). Occluded-ReID / P-DukeMTMC: "<pid>_<index>.<ext>" in per-id folders.
+MARKET_PATTERN = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d)s\d+_\d+_\d+")
+DUKE_PATTERN = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)_f\d+")
+LOOSE_CAMERA_PATTERN = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)")
+PID_ONLY_PATTERN = re.compile(r"^(?P<pid>\d+)_")
+
+_STANDARD_SPLITS = {
+    "train": (SplitFolder("bounding_box_train"),),
+    "query": (SplitFolder("query"),),
+    "gallery": (SplitFolder("bounding_box_test"),),
+}
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="market1501",
+            title="Market-1501",
+            folders=("Market-1501-v15.09.15", "market1501/Market-1501-v15.09.15", "market1501"),
+            splits=_STANDARD_SPLITS,
+            name_pattern=MARKET_PATTERN,
+            name_example="0002_c1s1_000451_03.jpg",
+            mask_suffixes={"pifpaf": ".jpg.confidence_fields.npy"},
+            source="http://www.liangzheng.org/Project/project_reid.html",
+        ),
+        DatasetSpec(
+            name="dukemtmc",
+            title="DukeMTMC-reID",
+            folders=("DukeMTMC-reID", "dukemtmc-reid/DukeMTMC-reID", "dukemtmc-reid"),
+            splits=_STANDARD_SPLITS,
+            name_pattern=DUKE_PATTERN,
+            name_example="0005_c2_f0046985.jpg",
+            mask_suffixes={"pifpaf": ".jpg.confidence_fields.npy"},
+            source="https://github.com/layumi/DukeMTMC-reID_evaluation (withdrawn in 2019)",
+        ),
+        DatasetSpec(
+            name="occluded_duke",
+            title="Occluded-Duke",
+            folders=("Occluded_Duke", "occluded_duke"),
+            splits=_STANDARD_SPLITS,
+            name_pattern=DUKE_PATTERN,
+            name_example="0005_c2_f0046985.jpg",
+            # The official labels of Occluded-Duke keep the image extension in the name.
+            mask_suffixes={
+                "pifpaf": ".jpg.confidence_fields.npy",
+                "pifpaf_maskrcnn_filtering": ".jpg.confidence_fields.npy",
+            },
+            source="https://github.com/lightas/Occluded-DukeMTMC-Dataset",
+        ),
+        DatasetSpec(
+            name="occluded_reid",
+            title="Occluded-ReID",
+            folders=("Occluded_REID", "occluded_reid", "OccludedREID"),
+            # Test-only: models are trained on Market-1501. Occluded images are the
+            # queries (camera 0), whole-body images the gallery (camera 1), as officially.
+            splits={
+                "query": (SplitFolder("occluded_body_images", nested=True, camid=0),),
+                "gallery": (SplitFolder("whole_body_images", nested=True, camid=1),),
+            },
+            name_pattern=PID_ONLY_PATTERN,
+            name_example="001/001_01.tif",
+            image_exts=(".tif", ".tiff", ".jpg", ".png"),
+            mask_suffixes={"pifpaf": ".tif.confidence_fields.npy"},
+            source="https://github.com/kevinbro96/ICME2018_Occluded-Person-Reidentification_datasets",
+        ),
+        DatasetSpec(
+            name="p_dukemtmc",
+            title="P-DukeMTMC-reID",
+            folders=("P-DukeMTMC-reID", "P-DukeMTMC-reid", "p_dukemtmc"),
+            splits={
+                "train": (
+                    SplitFolder("train/whole_body_images", nested=True, camid=1),
+                    SplitFolder("train/occluded_body_images", nested=True, camid=0),
+                ),
+                "query": (SplitFolder("test/occluded_body_images", nested=True, camid=0),),
+                "gallery": (SplitFolder("test/whole_body_images", nested=True, camid=1),),
+            },
+            name_pattern=PID_ONLY_PATTERN,
+            name_example="0005/0005_c2_f0046985.jpg",
+            mask_suffixes={"pifpaf": ".jpg.confidence_fields.npy"},
+            source="https://github.com/kevinbro96/ICME2018_Occluded-Person-Reidentification_datasets",
+        ),
+        DatasetSpec(
+            name="synthetic",
+            title="Synthetic occluded pedestrians",
+            # The generator returns the dataset folder itself; under a data root it lives
+            # in synthetic/<variant>/ (see bpbreid.data.synthetic).
+            folders=(".",),
+            splits=_STANDARD_SPLITS,
+            name_pattern=LOOSE_CAMERA_PATTERN,
+            name_example="0001_c1s1_000001_00.jpg",
+            image_exts=(".jpg", ".png"),
+            default_extra_queries=("query_holistic",),
+            source="generated: python -m bpbreid data synth",
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` registered as ``name``; an unknown name lists the valid ones."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in DATASETS:
+        raise DatasetError(f"Unknown dataset '{name}'. Valid names: {', '.join(DATASETS)}.")
+    return DATASETS[key]
+
+
+@dataclass
+class ReIDData:
+    """One dataset read from disk: train / query / gallery samples and extra query sets.
+
+    Attributes:
+        name: registry name.
+        dataset_dir: the dataset folder.
+        train, query, gallery: the samples of each subset.
+        extra_queries: further query sets, e.g. ``{"query_holistic": [...]}``.
+        masks_dir: the label folder name under ``masks/`` (None: labels not used).
+        missing_masks: ``(image, expected label)`` for every image without a label file.
+    """
+
+    name: str
+    dataset_dir: Path
+    train: list[Sample]
+    query: list[Sample]
+    gallery: list[Sample]
+    extra_queries: dict[str, list[Sample]] = field(default_factory=dict)
+    masks_dir: str | None = DEFAULT_MASKS_DIR
+    missing_masks: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({s.pid for s in self.train})
+
+    @property
+    def num_train_cams(self) -> int:
+        return len({s.camid for s in self.train})
+
+    def subsets(self) -> dict[str, list[Sample]]:
+        """Every subset by name: train, query, gallery, then the extra query sets."""
+        out = {"train": self.train, "query": self.query, "gallery": self.gallery}
+        out.update(self.extra_queries)
+        return out
+
+    def summary(self) -> str:
+        """A table of the subsets (subset | ids | images | cameras), as torchreid prints it."""
+        title = DATASETS[self.name].title if self.name in DATASETS else self.name
+        rows = [
+            (name, len({s.pid for s in samples}), len(samples), len({s.camid for s in samples}))
+            for name, samples in self.subsets().items()
+        ]
+        width = max(8, *(len(name) for name, *_ in rows))
+        rule = "  " + "-" * (width + 32)
+        lines = [f"=> {title} ({self.dataset_dir})", rule]
+        lines.append(f"  {'subset':<{width}} | {'# ids':>6} | {'# images':>8} | {'# cameras':>9}")
+        lines.append(rule)
+        for name, ids, images, cams in rows:
+            lines.append(f"  {name:<{width}} | {ids:>6} | {images:>8} | {cams:>9}")
+        lines.append(rule)
+        if self.masks_dir is not None:
+            total = sum(len(s) for s in self.subsets().values())
+            found = total - len(self.missing_masks)
+            lines.append(f"  labels: masks/{self.masks_dir} ({found}/{total} files present)")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Finding dataset folders
+# --------------------------------------------------------------------------------------
+
+
+def _listing(path: Path, limit: int = 12) -> str:
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    except OSError:
+        return "(unreadable)"
+    if not names:
+        return "(empty)"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _has_splits(spec: DatasetSpec, path: Path) -> bool:
+    return any((path / folder).is_dir() for folder in spec.split_folders())
+
+
+def _candidate_dirs(spec: DatasetSpec, root: Path, any_root: bool = False) -> list[Path]:
+    """Folders where ``spec`` may live under ``root``, official first.
+
+    ``root`` itself is a candidate when its name is one of the dataset's folder names, or
+    whatever its name with ``any_root`` (an explicit dataset name was given).
+    """
+    candidates = [root / folder for folder in spec.folders if folder != "."]
+    if spec.name == "synthetic":
+        candidates.append(root)  # the generator's folder itself, usually
+        base = root / "synthetic"
+        if base.is_dir():  # skip hidden folders (the generator's unfinished sets)
+            candidates += sorted(
+                p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+            )
+    elif any_root or any(root.name == Path(folder).name for folder in spec.folders):
+        candidates.append(root)  # the dataset folder itself was given
+    return candidates
+
+
+def find_dataset_dir(name: str, root: str | Path) -> Path:
+    """The folder of dataset ``name`` under the data ``root`` (or ``root`` itself).
+
+    Raises:
+        DatasetError: the root or the dataset folder is missing; the message says where it
+            looked, what is there and how to get the data.
+    """
+    spec = get_spec(name)
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        todo = (
+            "Generate the synthetic set with: python -m bpbreid data synth."
+            if spec.name == "synthetic"
+            else f"Create it and put the {spec.title} folder ({spec.folders[0]}) inside."
+        )
+        raise DatasetError(f"Data root {root.resolve()} does not exist. {todo} {README_HINT}")
+    candidates = _candidate_dirs(spec, root, any_root=True)
+    complete = [path for path in candidates if path.is_dir() and _has_splits(spec, path)]
+    if spec.name == "synthetic" and len(complete) > 1 and complete[0] != root:
+        raise DatasetError(
+            f"Several synthetic datasets under {root / 'synthetic'}: "
+            f"{', '.join(p.name for p in complete)}. Pass the folder of the one to use."
+        )
+    if complete:
+        return complete[0]
+    for path in candidates:  # exists but lacks its split folders: report those
+        if path.is_dir() and path != root:
+            return path
+    looked = ", ".join(str(p) for p in candidates) or str(root)
+    present = detect_datasets(root)
+    known = f" Recognised datasets there: {', '.join(n for n, _ in present)}." if present else ""
+    hint = (
+        "Generate it with: python -m bpbreid data synth."
+        if spec.name == "synthetic"
+        else f"Get {spec.title} from {spec.source}."
+    )
+    raise DatasetError(
+        f"{spec.title} not found under {root.resolve()}: looked for {looked}. "
+        f"Folders there: {_listing(root)}.{known} {hint} {README_HINT}"
+    )
+
+
+def detect_datasets(root: str | Path) -> list[tuple[str, Path]]:
+    """The datasets whose folders exist under ``root`` (or that ``root`` itself is).
+
+    Detection uses the folder names (``Market-1501-v15.09.15``, ``Occluded_Duke``, ...);
+    a folder with ``query_holistic/`` next to the Market-1501 folders is the synthetic set.
+    """
+    root = Path(root).expanduser()
+    found: list[tuple[str, Path]] = []
+    if not root.is_dir():
+        return found
+    seen: set[Path] = set()
+    for spec in DATASETS.values():
+        for path in _candidate_dirs(spec, root):
+            if path.resolve() in seen or not path.is_dir() or not _has_splits(spec, path):
+                continue
+            is_synthetic = (path / "query_holistic").is_dir()
+            if (spec.name == "synthetic") != is_synthetic:
+                continue
+            seen.add(path.resolve())
+            found.append((spec.name, path))
+            if spec.name != "synthetic":
+                break
+    return found
+
+
+# --------------------------------------------------------------------------------------
+# Reading a layout
+# --------------------------------------------------------------------------------------
+
+
+def _list_images(folder: Path, spec: DatasetSpec, nested: bool) -> list[Path]:
+    """Image files of a split folder (one level of per-id folders when ``nested``), sorted."""
+    exts = spec.image_exts
+    dirs = sorted(p for p in folder.iterdir() if p.is_dir()) if nested else [folder]
+    images = []
+    for directory in dirs:
+        with os.scandir(directory) as entries:
+            images += [
+                Path(e.path)
+                for e in entries
+                if e.is_file() and os.path.splitext(e.name)[1].lower() in exts
+            ]
+    return sorted(images)
+
+
+def parse_file_name(spec: DatasetSpec, img_path: Path, folder: SplitFolder) -> tuple[int, int]:
+    """``(pid, 0-based camid)`` from an image file name (pid -1 = junk).
+
+    Raises:
+        DatasetError: the name does not follow the dataset's pattern.
+    """
+    match = spec.name_pattern.match(img_path.name)
+    if match is None:
+        raise DatasetError(
+            f"Cannot read the identity from the file name {img_path}: {spec.title} names look "
+            f"like '{spec.name_example}' (pattern {spec.name_pattern.pattern}). Move other "
+            f"files out of {img_path.parent} or check that this is a {spec.title} folder."
+        )
+    pid = int(match["pid"])
+    cam = match.groupdict().get("cam")
+    if cam is not None:
+        camid = int(cam) - 1  # file names count cameras from 1
+        if camid < 0:
+            raise DatasetError(
+                f"Camera 0 in the file name {img_path}: {spec.title} counts cameras from 1 "
+                f"('{spec.name_example}')."
+            )
+    elif folder.camid is not None:
+        camid = folder.camid
+    else:  # pragma: no cover - every spec without a camera group sets SplitFolder.camid
+        raise DatasetError(f"No camera for {img_path} in {spec.title}.")
+    return pid, camid
+
+
+class _MaskIndex:
+    """Which label files exist, one directory listing per label folder (fast on big sets)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, set[str]] = {}
+
+    def exists(self, path: Path) -> bool:
+        parent = path.parent
+        if parent not in self._cache:
+            try:
+                with os.scandir(parent) as entries:
+                    self._cache[parent] = {e.name for e in entries}
+            except OSError:
+                self._cache[parent] = set()
+        return path.name in self._cache[parent]
+
+
+def label_path(dataset_dir: Path, masks_dir: str, folder: str, img_path: Path, suffix: str) -> Path:
+    """``<dataset>/masks/<masks_dir>/<split folder>/<image stem><suffix>`` (official rule)."""
+    stem = os.path.splitext(img_path.name)[0]
+    return dataset_dir / "masks" / masks_dir / folder / f"{stem}{suffix}"
+
+
+def _read_subset(
+    spec: DatasetSpec,
+    dataset_dir: Path,
+    role: str,
+    folders: Sequence[SplitFolder],
+    masks_dir: str | None,
+    mask_index: _MaskIndex,
+    missing: list[tuple[str, str]],
+) -> list[Sample]:
+    samples: list[Sample] = []
+    for folder in folders:
+        path = dataset_dir / folder.path
+        if not path.is_dir():
+            raise DatasetError(
+                f"{spec.title}: the {role} folder {path} does not exist. Folders in "
+                f"{dataset_dir}: {_listing(dataset_dir)}. Expected "
+                f"{', '.join(spec.split_folders())}. {README_HINT}"
+            )
+        images = _list_images(path, spec, folder.nested)
+        if not images:
+            where = f"{path}/<id>/" if folder.nested else f"{path}/"
+            raise DatasetError(
+                f"{spec.title}: no images ({', '.join(spec.image_exts)}) in {where}. "
+                f"Re-extract the dataset archive. {README_HINT}"
+            )
+        suffix = spec.mask_suffix(masks_dir) if masks_dir else ""
+        for img in images:
+            pid, camid = parse_file_name(spec, img, folder)
+            if pid == -1:
+                continue  # junk images are ignored (Market-1501 protocol)
+            mask = None
+            if masks_dir is not None:
+                expected = label_path(dataset_dir, masks_dir, folder.path, img, suffix)
+                if mask_index.exists(expected):
+                    mask = str(expected)
+                else:
+                    missing.append((str(img), str(expected)))
+            samples.append(Sample(str(img), pid, camid, mask))
+    return samples
+
+
+def relabel(samples: Iterable[Sample]) -> list[Sample]:
+    """Training pids mapped to ``0..N-1`` in increasing order of the original pid."""
+    samples = list(samples)
+    mapping = {pid: label for label, pid in enumerate(sorted({s.pid for s in samples}))}
+    return [s._replace(pid=mapping[s.pid]) for s in samples]
+
+
+def missing_labels_message(name: str, missing: Sequence[tuple[str, str]], examples: int = 3) -> str:
+    """How many label files are missing, a few examples, and how to get them."""
+    lines = [f"{len(missing)} parsing-label file(s) missing for {get_spec(name).title}, e.g.:"]
+    for img, expected in missing[:examples]:
+        lines.append(f"  image {img}\n    expects label {expected}")
+    lines.append(
+        f"Get the official labels with: {LABELS_HINT.format(name=name)} "
+        f"(or generate them: python -m bpbreid labels --help). {README_HINT}"
+    )
+    return "\n".join(lines)
+
+
+def build_dataset(
+    name: str,
+    root: str | Path,
+    masks_dir: str | None = DEFAULT_MASKS_DIR,
+    require_masks: bool = True,
+    extra_query_sets: Sequence[str] | None = None,
+) -> ReIDData:
+    """Read dataset ``name`` from the data ``root`` (the folder that holds dataset folders).
+
+    Args:
+        name: a key of :data:`DATASETS` (market1501, dukemtmc, occluded_duke,
+            occluded_reid, p_dukemtmc, synthetic).
+        root: the data root, or the dataset folder itself.
+        masks_dir: label folder under ``<dataset>/masks/``; None: do not use labels.
+        require_masks: stop when an image has no label file (training with part
+            supervision needs them all). When False, missing labels give
+            ``mask_path=None`` and are listed in :attr:`ReIDData.missing_masks`.
+        extra_query_sets: further query folders to read (e.g. ``["query_holistic"]``);
+            the dataset's default extra sets are read when present.
+
+    Raises:
+        DatasetError: a folder is missing or a file name does not parse.
+        LabelError: ``require_masks`` and some label files are missing.
+    """
+    spec = get_spec(name)
+    dataset_dir = find_dataset_dir(spec.name, root)
+    index = _MaskIndex()
+    missing: list[tuple[str, str]] = []
+    subsets = {
+        role: _read_subset(spec, dataset_dir, role, spec.splits[role], masks_dir, index, missing)
+        if role in spec.splits
+        else []
+        for role in ROLES
+    }
+    extras: dict[str, list[Sample]] = {}
+    wanted = list(extra_query_sets or [])
+    for extra in (*spec.default_extra_queries, *wanted):
+        if extra in extras or extra in spec.split_folders():
+            continue
+        if extra not in wanted and not (dataset_dir / extra).is_dir():
+            continue  # a default extra set is optional
+        extras[extra] = _read_subset(
+            spec, dataset_dir, extra, (SplitFolder(extra),), masks_dir, index, missing
+        )
+    if masks_dir is not None and require_masks and missing:
+        raise LabelError(missing_labels_message(spec.name, missing))
+    return ReIDData(
+        name=spec.name,
+        dataset_dir=dataset_dir,
+        train=relabel(subsets["train"]),
+        query=subsets["query"],
+        gallery=subsets["gallery"],
+        extra_queries=extras,
+        masks_dir=masks_dir,
+        missing_masks=missing,
+    )
+
+
+def resolve_data_root(root: str | Path) -> Path:
+    """``cfg.data.root``: relative paths are taken from the repository root."""
+    path = Path(root).expanduser()
+    return path if path.is_absolute() else find_repo_root() / path
+
+
+def training_needs_masks(cfg: Config) -> bool:
+    """Whether training reads parsing labels (part attention supervision or external masks)."""
+    bp = cfg.model.bpbreid
+    return bp.masks.type == "disk" and bp.part_mode in ("attention", "external")
+
+
+def testing_needs_masks(cfg: Config) -> bool:
+    """Whether evaluation reads parsing labels (external masks at test time)."""
+    bp = cfg.model.bpbreid
+    return bp.part_mode == "external" or bp.test_use_target_segmentation != "none"
+
+
+def build_dataset_from_config(cfg: Config, require_masks: bool | None = None) -> ReIDData:
+    """The dataset ``cfg.data`` names; the synthetic one is generated first (cached).
+
+    Args:
+        cfg: the configuration (``data.name``, ``data.root``, ``model.bpbreid.masks.dir``).
+        require_masks: default: when training or testing needs labels.
+    """
+    root = resolve_data_root(cfg.data.root)
+    if require_masks is None:
+        require_masks = training_needs_masks(cfg) or testing_needs_masks(cfg)
+    name = get_spec(cfg.data.name).name
+    if name == "synthetic":
+        try:
+            from bpbreid.data.synthetic import generate
+        except ImportError as exc:
+            raise DatasetError(
+                f"The synthetic dataset generator (bpbreid.data.synthetic) is unavailable: {exc}."
+            ) from None
+        syn = cfg.data.synthetic
+        root = generate(root / "synthetic", syn.preset, syn.seed, syn.height, syn.width)
+    return build_dataset(
+        name,
+        root,
+        masks_dir=cfg.model.bpbreid.masks.dir,
+        require_masks=require_masks,
+        extra_query_sets=cfg.data.extra_query_sets,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Images and loaders
+# --------------------------------------------------------------------------------------
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as RGB ``uint8 [H, W, 3]``.
+
+    Raises:
+        DatasetError: the file is missing or not a readable image (names the file).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"), dtype=np.uint8)  # writable copy
+    except FileNotFoundError:
+        raise DatasetError(f"Image file {path} does not exist. {README_HINT}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DatasetError(
+            f"Cannot read the image {path} ({exc}): the file is corrupt or truncated. "
+            "Re-extract it from the dataset archive (or delete it and check the layout with "
+            "python -m bpbreid data check)."
+        ) from None
+
+
+def read_label(sample: Sample) -> np.ndarray:
+    """The parsing label of ``sample`` as ``float32 [36, h, w]``.
+
+    Raises:
+        LabelError: no label path, a missing file (names image and label) or a bad array.
+    """
+    if sample.mask_path is None or not os.path.exists(sample.mask_path):
+        raise LabelError(
+            f"No parsing label for the image {sample.img_path}"
+            + (f": expected {sample.mask_path}" if sample.mask_path else "")
+            + ". Get the official labels with: python -m bpbreid data download-labels "
+            "<dataset> <data root>. " + README_HINT
+        )
+    from bpbreid.data.parsing import load_parsing_label
+
+    return load_parsing_label(sample.mask_path)
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+
+
+Transform = Callable[[np.ndarray, "np.ndarray | None"], tuple[Any, Any]]
+
+
+class ImageDataset(Dataset):
+    """Samples -> dicts of tensors for a DataLoader.
+
+    Each item: ``"image"`` float ``[3, H, W]``, ``"target_masks"`` float ``[K+1, h, w]``
+    (only when labels are loaded), ``"pid"`` int, ``"camid"`` int, ``"img_path"`` str.
+
+    Args:
+        samples: the samples to serve.
+        transform: ``(image uint8 [H0, W0, 3], fields [36, h, w] | None) -> (image tensor,
+            target_masks | None)``, e.g. :func:`bpbreid.data.transforms.build_transforms`.
+            None: the image as a ``[3, H0, W0]`` tensor in [0, 1], no targets.
+        load_masks: read the parsing labels (when every sample has one).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Transform | None = None,
+        load_masks: bool = True,
+    ) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        # All or none: a batch mixing items with and without targets cannot be collated.
+        self.load_masks = (
+            load_masks and bool(self.samples) and all(s.mask_path for s in self.samples)
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image = read_image(sample.img_path)
+        fields = read_label(sample) if self.load_masks else None
+        if self.transform is not None:
+            image_tensor, target_masks = self.transform(image, fields)
+        else:
+            image_tensor, target_masks = _to_tensor(image), None
+        item: dict[str, Any] = {
+            "image": image_tensor,
+            "pid": sample.pid,
+            "camid": sample.camid,
+            "img_path": sample.img_path,
+        }
+        if target_masks is not None:
+            item["target_masks"] = target_masks
+        return item
+
+
+def build_loaders(
+    cfg: Config,
+    data: ReIDData,
+    rank: int = 0,
+    world_size: int = 1,
+    train_masks: bool | None = None,
+    test_masks: bool | None = None,
+) -> dict[str, DataLoader]:
+    """DataLoaders for every subset of ``data``.
+
+    The train loader draws identity-balanced batches (``cfg.train.batch_size`` images =
+    P identities x ``cfg.train.num_instances``, the last incomplete batch dropped); with
+    ``world_size > 1`` each rank gets a disjoint share of every epoch's batches. Test
+    loaders (query, gallery, extra query sets) read in order with ``cfg.test.batch_size``.
+
+    Args:
+        cfg: the configuration.
+        data: the dataset.
+        rank, world_size: distributed training (one P x K batch per process and step).
+        train_masks, test_masks: load parsing labels; default from the config
+            (:func:`training_needs_masks`, :func:`testing_needs_masks`).
+
+    Returns:
+        ``{"train", "query", "gallery", <extra query sets>}`` (no ``"train"`` for test-only
+        datasets such as Occluded-ReID).
+    """
+    from bpbreid.data.samplers import RandomIdentitySampler
+    from bpbreid.data.transforms import build_transforms
+
+    workers = max(0, int(cfg.data.workers))
+    common: dict[str, Any] = {
+        "num_workers": workers,
+        "pin_memory": torch.cuda.is_available(),
+        "persistent_workers": workers > 0,
+    }
+    if train_masks is None:
+        train_masks = training_needs_masks(cfg)
+    if test_masks is None:
+        test_masks = testing_needs_masks(cfg)
+    loaders: dict[str, DataLoader] = {}
+    if data.train:
+        num_pids = data.num_train_pids
+        p_ids = cfg.train.batch_size // cfg.train.num_instances
+        if num_pids < p_ids:
+            raise DatasetError(
+                f"{data.dataset_dir}: the training set has {num_pids} identities, fewer than "
+                f"the {p_ids} a batch needs (train.batch_size={cfg.train.batch_size} / "
+                f"train.num_instances={cfg.train.num_instances}). Lower train.batch_size."
+            )
+        sampler = RandomIdentitySampler(
+            data.train,
+            batch_size=cfg.train.batch_size,
+            num_instances=cfg.train.num_instances,
+            rank=rank,
+            world_size=world_size,
+            seed=cfg.train.seed,
+        )
+        generator = torch.Generator().manual_seed(cfg.train.seed + rank)
+        loaders["train"] = DataLoader(
+            ImageDataset(data.train, build_transforms(cfg, train=True), load_masks=train_masks),
+            batch_size=cfg.train.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            generator=generator,
+            **common,
+        )
+    test_transform = build_transforms(cfg, train=False)
+    for name, samples in data.subsets().items():
+        if name == "train" or not samples:
+            continue
+        loaders[name] = DataLoader(
+            ImageDataset(samples, test_transform, load_masks=test_masks),
+            batch_size=cfg.test.batch_size,
+            shuffle=False,
+            drop_last=False,
+            **common,
+        )
+    return loaders

@@ -1,0 +1,970 @@
+"""Parsing labels: 36 PifPaf-style fields, part groupings, background and soft part targets.
+
+A parsing label is one ``float32`` array of 36 confidence fields per image, values in [0, 1]:
+17 COCO keypoint fields then 19 limb ("joint") fields, at low resolution (about 30x15 for the
+official labels). BPBReID turns them into ``K`` body-part masks by taking, for each part, the
+maximum over the fields that belong to it (a *grouping*: ``eight``, ``five_v``, ...), then adds
+a background channel and turns the ``K + 1`` maps into per-pixel targets for the part-attention
+(pixel) loss.
+
+This module also reads LIP/SCHP human-parsing PNGs (20 classes) into the same parts, renders
+the 36 fields from 17 keypoints (how the synthetic dataset and new images get labels) and flips
+fields horizontally (mirror + left/right swap) so that flip augmentation keeps every grouping
+right.
+
+Reference:
+    Somers, Vleeschouwer, Alahi. "Body Part-Based Representation Learning for Occluded Person
+    Re-Identification", WACV 2023 (arXiv 2211.03679); official code bpbreid c0db006,
+    ``torchreid/data/masks_transforms`` (field order, groupings, background rule).
+    Kreiss, Bertoni, Alahi. "PifPaf: Composite Fields for Human Pose Estimation", CVPR 2019.
+    Gong et al. "Look into Person" (LIP), CVPR 2017 (the 20 parsing classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bpbreid.config import ConfigError
+from bpbreid.errors import LabelError
+
+ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
+
+# --------------------------------------------------------------------------------------
+# The 36 fields (official order: 17 COCO keypoints, then 19 limbs)
+# --------------------------------------------------------------------------------------
+
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+
+LIMB_NAMES: tuple[str, ...] = (
+    "left_ankle_to_left_knee",
+    "left_knee_to_left_hip",
+    "right_ankle_to_right_knee",
+    "right_knee_to_right_hip",
+    "left_hip_to_right_hip",
+    "left_shoulder_to_left_hip",
+    "right_shoulder_to_right_hip",
+    "left_shoulder_to_right_shoulder",
+    "left_shoulder_to_left_elbow",
+    "right_shoulder_to_right_elbow",
+    "left_elbow_to_left_wrist",
+    "right_elbow_to_right_wrist",
+    "left_eye_to_right_eye",
+    "nose_to_left_eye",
+    "nose_to_right_eye",
+    "left_eye_to_left_ear",
+    "right_eye_to_right_ear",
+    "left_ear_to_left_shoulder",
+    "right_ear_to_right_shoulder",
+)
+
+FIELD_NAMES: tuple[str, ...] = KEYPOINT_NAMES + LIMB_NAMES
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)  # 17
+NUM_FIELDS = len(FIELD_NAMES)  # 36
+FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(FIELD_NAMES)}
+
+
+def _limb_endpoints(limb: str) -> tuple[int, int]:
+    start, end = limb.split("_to_")
+    return KEYPOINT_NAMES.index(start), KEYPOINT_NAMES.index(end)
+
+
+# Keypoint index pairs of the 19 limbs, derived from their names ("a_to_b" -> (a, b)).
+LIMBS: tuple[tuple[int, int], ...] = tuple(_limb_endpoints(name) for name in LIMB_NAMES)
+
+# --------------------------------------------------------------------------------------
+# Part groupings (official keys, part order and field lists; some lists are asymmetric in
+# the official code and are kept as they are so that official labels and checkpoints agree)
+# --------------------------------------------------------------------------------------
+
+_HEAD: tuple[str, ...] = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_eye_to_right_eye",
+    "nose_to_left_eye",
+    "nose_to_right_eye",
+    "left_eye_to_left_ear",
+    "right_eye_to_right_ear",
+    "left_ear_to_left_shoulder",
+    "right_ear_to_right_shoulder",
+)
+_LEFT_ARM = (
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "left_shoulder_to_left_elbow",
+    "left_elbow_to_left_wrist",
+)
+_RIGHT_ARM = (
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+    "right_shoulder_to_right_elbow",
+    "right_elbow_to_right_wrist",
+)
+_TORSO_LIMBS = (
+    "left_hip_to_right_hip",
+    "left_shoulder_to_left_hip",
+    "right_shoulder_to_right_hip",
+    "left_shoulder_to_right_shoulder",
+)
+_LEG_LIMBS = (
+    "left_ankle_to_left_knee",
+    "left_knee_to_left_hip",
+    "right_ankle_to_right_knee",
+    "right_knee_to_right_hip",
+)
+_ARMS_4 = (
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_shoulder_to_left_elbow",
+    "right_shoulder_to_right_elbow",
+    "left_elbow_to_left_wrist",
+    "right_elbow_to_right_wrist",
+)
+_LEGS_ALL = (
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    *_LEG_LIMBS,
+    "left_hip_to_right_hip",
+)
+_LEGS_NO_ANKLES = ("left_hip", "right_hip", "left_knee", "right_knee", *_LEG_LIMBS)
+_FEET = ("left_ankle", "right_ankle")
+
+PART_GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "one": {"full": FIELD_NAMES},
+    "two": {
+        "torso_arms_head": (
+            *_HEAD,
+            "left_shoulder",
+            "right_shoulder",
+            "left_shoulder_to_left_hip",
+            "right_shoulder_to_right_hip",
+            "left_shoulder_to_right_shoulder",
+            "left_elbow",
+            "right_elbow",
+            "left_wrist",
+            "right_wrist",
+            "left_shoulder_to_left_elbow",
+            "right_shoulder_to_right_elbow",
+            "left_elbow_to_left_wrist",
+            "right_elbow_to_right_wrist",
+        ),
+        "legs": _LEGS_ALL,
+    },
+    # Official 'three_v': head, torso with arms, legs (with feet).
+    "three_v": {
+        "head_mask": _HEAD,
+        "torso_arms_mask": (
+            "left_shoulder",
+            "right_shoulder",
+            "left_shoulder_to_left_hip",
+            "right_shoulder_to_right_hip",
+            "left_shoulder_to_right_shoulder",
+            "left_elbow",
+            "right_elbow",
+            "left_wrist",
+            "right_wrist",
+            "left_shoulder_to_left_elbow",
+            "right_shoulder_to_right_elbow",
+            "left_elbow_to_left_wrist",
+            "right_elbow_to_right_wrist",
+        ),
+        "legs_mask": _LEGS_ALL,
+    },
+    "four": {
+        "head_mask": _HEAD,
+        "arms_mask": _ARMS_4,
+        "torso_mask": (
+            "left_shoulder",
+            "right_shoulder",
+            "left_hip",
+            "right_hip",
+            "left_hip_to_right_hip",
+            "left_shoulder_to_left_hip",
+            "right_shoulder_to_right_hip",
+            "left_shoulder_to_right_shoulder",
+        ),
+        "legs_mask": _LEGS_ALL,
+    },
+    # Official 'four_v': head, upper body (torso + arms), legs, feet: the split that the
+    # CPU configuration uses (a small model learns these wide horizontal bands best).
+    "four_v": {
+        "head_mask": _HEAD,
+        "arms_torso_mask": (
+            "left_elbow",
+            "right_elbow",
+            "left_wrist",
+            "right_wrist",
+            "left_shoulder_to_left_elbow",
+            "right_shoulder_to_right_elbow",
+            "left_elbow_to_left_wrist",
+            "right_elbow_to_right_wrist",
+            "left_shoulder",
+            "right_shoulder",
+            "left_hip",
+            "right_hip",
+            *_TORSO_LIMBS,
+        ),
+        "legs_mask": _LEGS_NO_ANKLES,
+        "feet_mask": _FEET,
+    },
+    "five": {
+        "head_mask": _HEAD,
+        "arms_mask": (*_LEFT_ARM, *_RIGHT_ARM),
+        "torso_mask": ("left_hip", "right_hip", *_TORSO_LIMBS),
+        "legs_mask": (
+            "left_hip_to_right_hip",
+            "left_hip",
+            "right_hip",
+            "left_knee",
+            "right_knee",
+            *_LEG_LIMBS,
+        ),
+        "feet_mask": _FEET,
+    },
+    "five_v": {
+        "head_mask": _HEAD,
+        "upper_arms_torso_mask": (
+            "left_elbow",
+            "right_elbow",
+            "left_shoulder_to_left_elbow",
+            "right_shoulder_to_right_elbow",
+            "left_shoulder",
+            "right_shoulder",
+            "left_shoulder_to_right_shoulder",
+        ),
+        "lower_arms_torso_mask": (
+            "left_wrist",
+            "right_wrist",
+            "left_elbow_to_left_wrist",
+            "right_elbow_to_right_wrist",
+            "left_hip",
+            "right_hip",
+            "right_shoulder_to_right_hip",  # official list: the left one is not there
+        ),
+        "legs_mask": _LEGS_NO_ANKLES,
+        "feet_mask": _FEET,
+    },
+    # Official 'six': 'eight' with each foot merged into its leg.
+    "six": {
+        "head_mask": _HEAD,
+        "left_arm_mask": _LEFT_ARM,
+        "right_arm_mask": _RIGHT_ARM,
+        "torso_mask": ("left_hip", "right_hip", *_TORSO_LIMBS),
+        "left_leg_mask": (
+            "left_knee",
+            "left_ankle",
+            "left_ankle_to_left_knee",
+            "left_knee_to_left_hip",
+            "left_hip_to_right_hip",
+        ),
+        "right_leg_mask": (
+            "right_knee",
+            "right_ankle",
+            "right_ankle_to_right_knee",
+            "right_knee_to_right_hip",
+        ),
+    },
+    "eight": {
+        "head_mask": _HEAD,
+        "left_arm_mask": _LEFT_ARM,
+        "right_arm_mask": _RIGHT_ARM,
+        "torso_mask": ("left_hip", "right_hip", *_TORSO_LIMBS),
+        "left_leg_mask": (
+            "left_knee",
+            "left_ankle_to_left_knee",
+            "left_knee_to_left_hip",
+            "left_hip_to_right_hip",  # official list: the hip limb sits with the left leg
+        ),
+        "right_leg_mask": ("right_knee", "right_ankle_to_right_knee", "right_knee_to_right_hip"),
+        "left_feet_mask": ("left_ankle",),
+        "right_feet_mask": ("right_ankle",),
+    },
+}
+# The official code names the two-part grouping 'two_v' and the three-part one 'three_v'.
+PART_GROUPINGS["two_v"] = PART_GROUPINGS["two"]
+
+_GROUPING_INDICES: dict[str, tuple[np.ndarray, ...]] = {
+    key: tuple(np.array([FIELD_INDEX[f] for f in fields]) for fields in parts.values())
+    for key, parts in PART_GROUPINGS.items()
+}
+
+
+def _unknown_grouping(grouping: str, valid: Mapping[str, object]) -> ConfigError:
+    return ConfigError(
+        f"Unknown part grouping '{grouping}' (model.bpbreid.masks.preprocess). "
+        f"Valid groupings: {', '.join(f'{k} ({num_parts(k)} parts)' for k in valid)}."
+    )
+
+
+def num_parts(grouping: str) -> int:
+    """Number of body parts ``K`` of a grouping (``'eight'`` -> 8).
+
+    Raises:
+        ConfigError: ``grouping`` is not a known grouping; the message lists the valid ones.
+    """
+    if grouping not in PART_GROUPINGS:
+        raise _unknown_grouping(grouping, PART_GROUPINGS)
+    return len(PART_GROUPINGS[grouping])
+
+
+def part_names(grouping: str) -> tuple[str, ...]:
+    """The ``K`` part names of a grouping, in channel order (``'head_mask'``, ...)."""
+    num_parts(grouping)  # validates
+    return tuple(PART_GROUPINGS[grouping])
+
+
+def check_grouping(preprocess: str, parts_num: int) -> None:
+    """Check that ``model.bpbreid.masks.parts_num`` matches the grouping ``preprocess``.
+
+    Raises:
+        ConfigError: unknown grouping, or ``parts_num`` differs from its number of parts.
+    """
+    k = num_parts(preprocess)
+    if k != parts_num:
+        same_k = [g for g in PART_GROUPINGS if len(PART_GROUPINGS[g]) == parts_num]
+        hint = f" or a grouping with {parts_num} parts: {', '.join(same_k)}" if same_k else ""
+        raise ConfigError(
+            f"model.bpbreid.masks.parts_num={parts_num} does not match "
+            f"model.bpbreid.masks.preprocess='{preprocess}', which has {k} parts. "
+            f"Set model.bpbreid.masks.parts_num={k}{hint}."
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Loading label files
+# --------------------------------------------------------------------------------------
+
+_VALUE_TOLERANCE = 1e-3  # float error allowed outside [0, 1] before a label is rejected
+
+
+def _channel_axis(shape: tuple[int, ...]) -> int | None:
+    """0 for ``(36, h, w)``, 2 for ``(h, w, 36)``, None when ambiguous or neither."""
+    if len(shape) != 3:
+        return None
+    first, last = shape[0] == NUM_FIELDS, shape[2] == NUM_FIELDS
+    if first and not last:
+        return 0
+    if last and not first:
+        return 2
+    return None
+
+
+def load_parsing_label(path: str | Path) -> np.ndarray:
+    """Read one official parsing-label file (``.npy``) as ``float32 [36, h, w]`` in [0, 1].
+
+    Both axis orders are accepted: ``(36, h, w)`` and ``(h, w, 36)``; the channel axis is the
+    first or last axis of length 36 that is not also the height or width. A shape where both
+    could be the channel axis (e.g. ``(36, 20, 36)``) is refused rather than guessed.
+
+    Args:
+        path: the ``.npy`` file (e.g. ``masks/pifpaf_maskrcnn_filtering/query/0001_c1s1_0.npy``).
+
+    Returns:
+        ``float32 [36, h, w]``, values clipped to [0, 1] (tiny float error is tolerated).
+
+    Raises:
+        LabelError: the file is missing or unreadable, has another shape, holds NaN/inf or
+            values outside [0, 1]; the message names the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise LabelError(
+            f"Parsing label file not found: {p}. Check the dataset's masks folder "
+            f"(model.bpbreid.masks.dir) or generate labels with `python -m bpbreid labels`."
+        )
+    try:
+        array = np.load(p, allow_pickle=False)
+    except Exception as exc:  # corrupt file, pickled object, not an .npy at all
+        raise LabelError(f"Cannot read parsing label {p}: {exc}. Re-create this file.") from None
+    if not isinstance(array, np.ndarray) or not (
+        np.issubdtype(array.dtype, np.floating)
+        or np.issubdtype(array.dtype, np.integer)
+        or array.dtype == np.bool_
+    ):
+        raise LabelError(f"Parsing label {p} must hold a numeric array, got {type(array)}.")
+    axis = _channel_axis(array.shape)
+    if axis is None or 0 in array.shape:
+        if 0 in array.shape:
+            why = "empty"
+        elif array.ndim == 3 and array.shape[0] == array.shape[2] == NUM_FIELDS:
+            why = "ambiguous: both the first and the last axis have length 36"
+        else:
+            why = "no first or last axis of length 36"
+
+        raise LabelError(
+            f"Parsing label {p} has shape {tuple(array.shape)} ({why}); expected "
+            f"(36, h, w) or (h, w, 36): 17 keypoint + 19 limb confidence fields."
+        )
+    fields = array.astype(np.float32, copy=False)
+    if axis == 2:
+        fields = np.moveaxis(fields, 2, 0)
+    if not np.isfinite(fields).all():
+        raise LabelError(f"Parsing label {p} contains NaN or infinite values; re-create it.")
+    low, high = float(fields.min(initial=0.0)), float(fields.max(initial=0.0))
+    if low < -_VALUE_TOLERANCE or high > 1.0 + _VALUE_TOLERANCE:
+        raise LabelError(
+            f"Parsing label {p} has values in [{low:.4g}, {high:.4g}]; expected confidences "
+            f"in [0, 1] (official PifPaf fields)."
+        )
+    return np.ascontiguousarray(np.clip(fields, 0.0, 1.0), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Grouping, background, targets
+# --------------------------------------------------------------------------------------
+
+
+def group_fields(fields: ArrayLike, grouping: str) -> ArrayLike:
+    """Group the 36 fields into ``K`` part masks: each part is the max over its fields.
+
+    Args:
+        fields: ``[36, h, w]`` or ``[N, 36, h, w]`` (NumPy array or tensor).
+        grouping: a key of :data:`PART_GROUPINGS` (``'eight'``, ``'five_v'``, ...).
+
+    Returns:
+        ``[K, h, w]`` (or ``[N, K, h, w]``), same type and dtype as ``fields``.
+    """
+    num_parts(grouping)
+    if fields.shape[-3] != NUM_FIELDS:
+        raise ValueError(f"fields must be [..., 36, h, w], got shape {tuple(fields.shape)}")
+    indices = _GROUPING_INDICES[grouping]
+    if isinstance(fields, torch.Tensor):
+        parts = [
+            fields[..., torch.as_tensor(idx, device=fields.device), :, :].amax(dim=-3)
+            for idx in indices
+        ]
+        return torch.stack(parts, dim=-3)
+    return np.stack([fields[..., idx, :, :].max(axis=-3) for idx in indices], axis=-3)
+
+
+BACKGROUND_STRATEGIES: tuple[str, ...] = ("threshold", "diff_from_max", "sum")
+
+
+def background_mask(
+    parts: ArrayLike, strategy: str = "threshold", threshold: float = 0.5
+) -> ArrayLike:
+    """The background map ``[h, w]`` (or ``[N, h, w]``) of part masks ``[..., K, h, w]``.
+
+    - ``'threshold'`` (official default): 1 where every part is below ``threshold``
+      (``max_k parts < 0.5``), else 0;
+    - ``'diff_from_max'``: ``1 - max_k parts``;
+    - ``'sum'`` (official, for exclusive masks): ``clip(1 - sum_k parts, 0, 1)``.
+    """
+    if strategy not in BACKGROUND_STRATEGIES:
+        raise ConfigError(
+            f"Unknown background strategy '{strategy}' "
+            f"(model.bpbreid.masks.background_computation_strategy). "
+            f"Valid: {', '.join(BACKGROUND_STRATEGIES)}."
+        )
+    is_torch = isinstance(parts, torch.Tensor)
+    if strategy == "sum":
+        total = parts.sum(dim=-3) if is_torch else parts.sum(axis=-3)
+        return (1.0 - total).clip(0.0, 1.0)
+    peak = parts.amax(dim=-3) if is_torch else parts.max(axis=-3)
+    if strategy == "threshold":
+        below = peak < threshold
+        return below.to(parts.dtype) if is_torch else below.astype(parts.dtype)
+    return (1.0 - peak).clip(0.0, 1.0)
+
+
+def part_targets(
+    parts: ArrayLike,
+    strategy: str = "threshold",
+    threshold: float = 0.5,
+    softmax_weight: float = 15.0,
+) -> ArrayLike:
+    """Soft per-pixel targets ``[K+1, h, w]`` (channel 0 = background) that sum to 1.
+
+    The official rule (``AddBackgroundMask`` after the grouping): prepend the background map
+    of :func:`background_mask` to the ``K`` part masks, then take
+    ``softmax(masks * softmax_weight)`` over the ``K + 1`` channels (weight 15 in every
+    official config). With the ``'threshold'`` strategy a pixel where some part reaches 0.5
+    goes to its strongest part; elsewhere the background (value 1 against parts < 0.5) wins.
+    With ``softmax_weight <= 0`` the maps are divided by their sum instead (also official).
+
+    Args:
+        parts: ``[K, h, w]`` or ``[N, K, h, w]`` part masks in [0, 1] (NumPy or torch).
+        strategy: ``'threshold'`` | ``'diff_from_max'`` | ``'sum'``.
+        threshold: background threshold of the ``'threshold'`` strategy (official 0.5).
+        softmax_weight: sharpness of the softmax (official 15).
+
+    Returns:
+        ``[K+1, h, w]`` (or ``[N, K+1, h, w]``) float targets summing to 1 over channels.
+
+    Reference:
+        bpbreid c0db006, ``masks_transforms/mask_transform.py`` (``AddBackgroundMask``) and
+        ``data/transforms.py`` (applied after ``masks_preprocess``).
+    """
+    is_torch = isinstance(parts, torch.Tensor)
+    if not is_torch:
+        parts = np.asarray(parts, dtype=np.float32)
+    elif not parts.is_floating_point():
+        parts = parts.float()
+    background = background_mask(parts, strategy, threshold)
+    if is_torch:
+        masks = torch.cat([background.unsqueeze(-3), parts], dim=-3)
+        if softmax_weight > 0:
+            return torch.softmax(masks * softmax_weight, dim=-3)
+        return masks / masks.sum(dim=-3, keepdim=True).clamp_min(1e-12)
+    masks = np.concatenate([background[..., None, :, :], parts], axis=-3)
+    if softmax_weight > 0:
+        logits = masks * softmax_weight
+        logits = logits - logits.max(axis=-3, keepdims=True)  # numerically stable softmax
+        exp = np.exp(logits)
+        return (exp / exp.sum(axis=-3, keepdims=True)).astype(np.float32)
+    return (masks / np.maximum(masks.sum(axis=-3, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def hard_labels(targets: ArrayLike) -> ArrayLike:
+    """Per-pixel part label: argmax over the ``K + 1`` channels (0 = background).
+
+    Ties go to the lowest channel index, so background wins a tie with any part.
+
+    Args:
+        targets: ``[K+1, h, w]`` or ``[N, K+1, h, w]``.
+
+    Returns:
+        int64 ``[h, w]`` or ``[N, h, w]`` (tensor in, tensor out).
+    """
+    if isinstance(targets, torch.Tensor):
+        return targets.argmax(dim=-3).to(torch.int64)
+    return np.asarray(targets).argmax(axis=-3).astype(np.int64)
+
+
+def resize_maps(maps: ArrayLike, size: tuple[int, int], mode: str = "bilinear") -> ArrayLike:
+    """Resize fields or soft masks ``[C, h, w]`` / ``[N, C, h, w]`` to ``size = (H, W)``.
+
+    Bilinear by default (half-pixel centres, like OpenCV and ``align_corners=False``); use
+    ``mode='area'`` to shrink with averaging, ``'nearest'`` for label maps.
+    """
+    height, width = int(size[0]), int(size[1])
+    if tuple(maps.shape[-2:]) == (height, width):
+        return maps
+    if isinstance(maps, torch.Tensor):
+        batched = maps.dim() == 4
+        x = maps if batched else maps.unsqueeze(0)
+        kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+        out = F.interpolate(x.float(), size=(height, width), mode=mode, **kwargs).to(maps.dtype)
+        return out if batched else out.squeeze(0)
+    import cv2  # OpenCV comes with albumentations; imported here to keep import light
+
+    flags = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST}
+    if mode not in flags:
+        raise ValueError(f"mode must be one of {', '.join(flags)}, got '{mode}'")
+    array = np.asarray(maps)
+    leading_dims = array.shape[:-3]
+    flat = array.reshape(-1, *array.shape[-2:])  # [C', h, w]
+    out = np.empty((flat.shape[0], height, width), dtype=array.dtype)
+    # OpenCV resizes at most 512 channels at once; chunk to stay within that.
+    for start in range(0, flat.shape[0], 512):
+        chunk = np.ascontiguousarray(flat[start : start + 512].transpose(1, 2, 0))
+        resized = cv2.resize(chunk, (width, height), interpolation=flags[mode])
+        out[start : start + 512] = resized.reshape(height, width, -1).transpose(2, 0, 1)
+    return out.reshape(*leading_dims, array.shape[-3], height, width)
+
+
+# --------------------------------------------------------------------------------------
+# Rendering fields from keypoints
+# --------------------------------------------------------------------------------------
+
+
+def person_sigma(
+    keypoints: np.ndarray, height: int, sigma_scale: float = 0.04, min_height_fraction: float = 0.5
+) -> float:
+    """Field width (Gaussian sigma, input pixels) scaled to the person's size.
+
+    The person's height is the vertical extent of the confident keypoints, but at least
+    ``min_height_fraction * height`` (a re-id crop is about one person tall, and a person
+    with only the head visible is still a whole person behind an occluder).
+    """
+    visible = keypoints[:, 2] > 0
+    extent = float(np.ptp(keypoints[visible, 1])) if visible.sum() >= 2 else 0.0
+    return sigma_scale * max(extent, min_height_fraction * height)
+
+
+def render_fields(
+    keypoints: np.ndarray,
+    height: int,
+    width: int,
+    out_size: tuple[int, int] | None = None,
+    sigma: float | None = None,
+    limb_sigma: float | None = None,
+    sigma_scale: float = 0.04,
+) -> np.ndarray:
+    """Render the 36 fields of one person from its 17 keypoints.
+
+    Keypoint field ``j``: ``c_j * exp(-d^2 / (2 sigma^2))`` with ``d`` the distance to the
+    keypoint (peak = its confidence ``c_j``). Limb field ``(a, b)``:
+    ``min(c_a, c_b) * exp(-d^2 / (2 limb_sigma^2))`` with ``d`` the distance to the segment
+    ``a-b``; a limb needs both endpoints. A keypoint with confidence 0 is missing: its field
+    and the fields of its limbs are zero. Distances are measured in input-image pixels, so the
+    fields look the same at any ``out_size``.
+
+    Args:
+        keypoints: ``[17, 3]`` rows ``(x, y, confidence)`` in pixel coordinates of an image of
+            size ``(height, width)`` (``x = 0`` is the centre of the first column), COCO order.
+        height: the image height the keypoints refer to.
+        width: the image width.
+        out_size: ``(h, w)`` of the output; default ``(height, width)``. Output pixel centres
+            are mapped onto the image with half-pixel alignment (like a bilinear resize).
+        sigma: keypoint Gaussian sigma in image pixels; default :func:`person_sigma`.
+        limb_sigma: limb sigma in image pixels; default ``sigma``.
+        sigma_scale: sigma as a fraction of the person's height when ``sigma`` is None.
+
+    Returns:
+        ``float32 [36, h, w]`` in [0, 1] (17 keypoint fields, then 19 limb fields).
+    """
+    kps = np.asarray(keypoints, dtype=np.float32)
+    if kps.shape != (NUM_KEYPOINTS, 3):
+        raise ValueError(f"keypoints must be [17, 3] (x, y, confidence), got {kps.shape}")
+    # A keypoint without finite coordinates is missing, whatever its confidence says.
+    missing = ~np.isfinite(kps).all(axis=1)
+    kps = np.where(missing[:, None], 0.0, kps).astype(np.float32)
+    out_h, out_w = out_size if out_size is not None else (height, width)
+    if sigma is None:
+        sigma = person_sigma(kps, height, sigma_scale)
+    if limb_sigma is None:
+        limb_sigma = sigma
+    sigma, limb_sigma = max(float(sigma), 1e-3), max(float(limb_sigma), 1e-3)
+
+    # Output pixel centres in image coordinates: [h] rows, [w] columns.
+    ys = ((np.arange(out_h, dtype=np.float32) + 0.5) * (height / out_h) - 0.5)[:, None]
+    xs = ((np.arange(out_w, dtype=np.float32) + 0.5) * (width / out_w) - 0.5)[None, :]
+    conf = np.clip(kps[:, 2], 0.0, 1.0)
+
+    # Keypoint fields [17, h, w].
+    dx2 = (xs[None] - kps[:, 0, None, None]) ** 2  # [17, 1, w]
+    dy2 = (ys[None] - kps[:, 1, None, None]) ** 2  # [17, h, 1]
+    keypoint_fields = conf[:, None, None] * np.exp(-(dx2 + dy2) / (2 * sigma**2))
+
+    # Limb fields [19, h, w]: squared distance to the segment a-b.
+    ends = np.array(LIMBS)
+    a, b = kps[ends[:, 0], :2], kps[ends[:, 1], :2]  # [19, 2]
+    seg = b - a
+    seg_len2 = np.maximum((seg**2).sum(axis=1), 1e-6)  # [19]
+    px = xs[None] - a[:, 0, None, None]  # [19, 1, w]
+    py = ys[None] - a[:, 1, None, None]  # [19, h, 1]
+    t = (px * seg[:, 0, None, None] + py * seg[:, 1, None, None]) / seg_len2[:, None, None]
+    t = np.clip(t, 0.0, 1.0)  # [19, h, w]
+    dist2 = (px - t * seg[:, 0, None, None]) ** 2 + (py - t * seg[:, 1, None, None]) ** 2
+    limb_conf = np.minimum(conf[ends[:, 0]], conf[ends[:, 1]])
+    limb_fields = limb_conf[:, None, None] * np.exp(-dist2 / (2 * limb_sigma**2))
+
+    fields = np.concatenate([keypoint_fields, limb_fields], axis=0)
+    return np.clip(fields, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------
+# Horizontal flip
+# --------------------------------------------------------------------------------------
+
+
+def _mirror_name(name: str) -> str:
+    swapped = name.replace("left", "\0").replace("right", "left").replace("\0", "right")
+    if swapped in FIELD_INDEX:
+        return swapped
+    # 'left_hip_to_right_hip' mirrors to 'right_hip_to_left_hip': the same segment.
+    start, sep, end = swapped.partition("_to_")
+    reversed_name = f"{end}_to_{start}"
+    if sep and reversed_name in FIELD_INDEX:
+        return reversed_name
+    raise AssertionError(f"no mirror field for '{name}'")  # the tables above are inconsistent
+
+
+# FLIP_PERMUTATION[i] = index of the field that field i becomes after a horizontal flip.
+FLIP_PERMUTATION: tuple[int, ...] = tuple(FIELD_INDEX[_mirror_name(n)] for n in FIELD_NAMES)
+KEYPOINT_FLIP_PERMUTATION: tuple[int, ...] = FLIP_PERMUTATION[:NUM_KEYPOINTS]
+
+
+def flip_fields(fields: ArrayLike) -> ArrayLike:
+    """Mirror fields ``[..., 36, h, w]`` along the width and swap left/right fields.
+
+    After a horizontal flip the person's left arm appears where the right arm was drawn,
+    so ``left_*`` and ``right_*`` fields (limbs included) trade places; symmetric fields
+    (``nose``, ``left_hip_to_right_hip``, ...) stay in place. Applying it twice is the
+    identity.
+    """
+    if fields.shape[-3] != NUM_FIELDS:
+        raise ValueError(f"fields must be [..., 36, h, w], got shape {tuple(fields.shape)}")
+    if isinstance(fields, torch.Tensor):
+        perm = torch.as_tensor(FLIP_PERMUTATION, device=fields.device)
+        return fields.index_select(-3, perm).flip(-1)
+    return np.ascontiguousarray(fields[..., FLIP_PERMUTATION, :, ::-1])
+
+
+def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
+    """Keypoints ``[17, 3]`` of the mirrored image: ``x -> width - 1 - x`` and left/right swap."""
+    out = np.asarray(keypoints, dtype=np.float32)[list(KEYPOINT_FLIP_PERMUTATION)].copy()
+    out[:, 0] = width - 1 - out[:, 0]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# LIP / SCHP human-parsing class maps
+# --------------------------------------------------------------------------------------
+
+LIP_CLASSES: tuple[str, ...] = (
+    "background",
+    "hat",
+    "hair",
+    "glove",
+    "sunglasses",
+    "upper_clothes",
+    "dress",
+    "coat",
+    "socks",
+    "pants",
+    "jumpsuits",
+    "scarf",
+    "skirt",
+    "face",
+    "left_arm",
+    "right_arm",
+    "left_leg",
+    "right_leg",
+    "left_shoe",
+    "right_shoe",
+)
+
+# Each LIP class covers one or more body regions. Left/right are the person's own sides
+# (as in COCO keypoints). Classes that do not say which side (gloves, pants, skirt, socks)
+# cover both sided regions: a pixel may then belong to two parts, as it may with
+# overlapping keypoint fields. The classes in LIP_SPLIT_CLASSES span the torso and the legs:
+# the upper half of their rows in the image counts as torso, the lower half as both legs.
+LIP_CLASS_REGIONS: dict[str, tuple[str, ...]] = {
+    "background": (),
+    "hat": ("head",),
+    "hair": ("head",),
+    "glove": ("left_arm", "right_arm"),
+    "sunglasses": ("head",),
+    "upper_clothes": ("torso",),
+    "dress": ("torso", "left_leg", "right_leg"),
+    "coat": ("torso",),
+    "socks": ("left_foot", "right_foot"),
+    "pants": ("left_leg", "right_leg"),
+    "jumpsuits": ("torso", "left_leg", "right_leg"),
+    "scarf": ("torso",),
+    "skirt": ("left_leg", "right_leg"),
+    "face": ("head",),
+    "left_arm": ("left_arm",),
+    "right_arm": ("right_arm",),
+    "left_leg": ("left_leg",),
+    "right_leg": ("right_leg",),
+    "left_shoe": ("left_foot",),
+    "right_shoe": ("right_foot",),
+}
+LIP_SPLIT_CLASSES: frozenset[str] = frozenset({"dress", "jumpsuits"})
+
+_ARMS = ("left_arm", "right_arm")
+_LEGS = ("left_leg", "right_leg")
+_FEET_REGIONS = ("left_foot", "right_foot")
+
+# Grouping -> {part: regions}. 'torso_upper' / 'torso_lower' split the torso-and-arms area at
+# the middle row of its extent (the vertical split of 'five_v' has no parsing class).
+PNG_GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "one": {"full": ("head", *_ARMS, "torso", *_LEGS, *_FEET_REGIONS)},
+    "two": {
+        "torso_arms_head": ("head", *_ARMS, "torso"),
+        "legs": (*_LEGS, *_FEET_REGIONS),
+    },
+    "three_v": {
+        "head_mask": ("head",),
+        "torso_arms_mask": (*_ARMS, "torso"),
+        "legs_mask": (*_LEGS, *_FEET_REGIONS),
+    },
+    "four": {
+        "head_mask": ("head",),
+        "arms_mask": _ARMS,
+        "torso_mask": ("torso",),
+        "legs_mask": (*_LEGS, *_FEET_REGIONS),
+    },
+    "four_v": {
+        "head_mask": ("head",),
+        "arms_torso_mask": (*_ARMS, "torso"),
+        "legs_mask": _LEGS,
+        "feet_mask": _FEET_REGIONS,
+    },
+    "five": {
+        "head_mask": ("head",),
+        "arms_mask": _ARMS,
+        "torso_mask": ("torso",),
+        "legs_mask": _LEGS,
+        "feet_mask": _FEET_REGIONS,
+    },
+    "five_v": {
+        "head_mask": ("head",),
+        "upper_arms_torso_mask": ("torso_upper",),
+        "lower_arms_torso_mask": ("torso_lower",),
+        "legs_mask": _LEGS,
+        "feet_mask": _FEET_REGIONS,
+    },
+    "six": {
+        "head_mask": ("head",),
+        "left_arm_mask": ("left_arm",),
+        "right_arm_mask": ("right_arm",),
+        "torso_mask": ("torso",),
+        "left_leg_mask": ("left_leg", "left_foot"),
+        "right_leg_mask": ("right_leg", "right_foot"),
+    },
+    "eight": {
+        "head_mask": ("head",),
+        "left_arm_mask": ("left_arm",),
+        "right_arm_mask": ("right_arm",),
+        "torso_mask": ("torso",),
+        "left_leg_mask": ("left_leg",),
+        "right_leg_mask": ("right_leg",),
+        "left_feet_mask": ("left_foot",),
+        "right_feet_mask": ("right_foot",),
+    },
+}
+PNG_GROUPINGS["two_v"] = PNG_GROUPINGS["two"]
+
+
+def _split_rows(pixels: np.ndarray) -> np.ndarray:
+    """Boolean ``[h, w]``: the pixels in the upper half of the rows that ``pixels`` covers."""
+    covered = np.flatnonzero(pixels.any(axis=1))
+    if covered.size == 0:
+        return pixels
+    middle = (covered[0] + covered[-1] + 1) / 2
+    return pixels & (np.arange(pixels.shape[0])[:, None] < middle)
+
+
+def _region_maps(class_map: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean ``[h, w]`` map of every body region of a LIP class map."""
+    regions: dict[str, np.ndarray] = {}
+    for class_id, name in enumerate(LIP_CLASSES):
+        pixels = class_map == class_id
+        if not pixels.any():
+            continue
+        split = name in LIP_SPLIT_CLASSES
+        upper = _split_rows(pixels) if split else pixels
+        lower = pixels & ~upper if split else pixels
+        for region in LIP_CLASS_REGIONS[name]:
+            covered = upper if region == "torso" else lower
+            regions[region] = regions[region] | covered if region in regions else covered
+    # The torso-and-arms area split at the middle of its rows (the two trunk parts of 'five_v').
+    empty = np.zeros(class_map.shape, dtype=bool)
+    trunk = empty | regions.get("torso", empty) | regions.get("left_arm", empty)
+    trunk |= regions.get("right_arm", empty)
+    regions["torso_upper"] = _split_rows(trunk)
+    regions["torso_lower"] = trunk & ~regions["torso_upper"]
+    return regions
+
+
+def parsing_map_to_parts(class_map: np.ndarray, grouping: str) -> np.ndarray:
+    """Turn a LIP/SCHP class map (20 classes) into ``K`` binary part masks.
+
+    Classes go to body regions (:data:`LIP_CLASS_REGIONS`), regions to parts
+    (:data:`PNG_GROUPINGS`). For ``eight``::
+
+        part             LIP classes
+        head_mask        1 hat, 2 hair, 4 sunglasses, 13 face
+        left_arm_mask    14 left-arm, 3 glove
+        right_arm_mask   15 right-arm, 3 glove
+        torso_mask       5 upper-clothes, 7 coat, 11 scarf, upper half of 6 dress / 10 jumpsuits
+        left_leg_mask    16 left-leg, 9 pants, 12 skirt, lower half of 6 dress / 10 jumpsuits
+        right_leg_mask   17 right-leg, 9 pants, 12 skirt, lower half of 6 dress / 10 jumpsuits
+        left_feet_mask   18 left-shoe, 8 socks
+        right_feet_mask  19 right-shoe, 8 socks
+        (none)           0 background
+
+    The other groupings merge these regions as their keypoint versions merge fields (``four``:
+    arms together, legs with feet; ``five``: feet apart; ``six``: each foot with its leg; ``two``:
+    everything above the legs vs legs and feet; ``one``: the whole person). ``five_v`` splits the
+    torso-and-arms area at the middle of its rows into its upper and lower trunk parts. Left and
+    right are the person's own sides, as in COCO keypoints.
+
+    Args:
+        class_map: int ``[h, w]`` with values in 0..19 (LIP order, see :data:`LIP_CLASSES`).
+        grouping: the part grouping.
+
+    Returns:
+        ``float32 [K, h, w]`` with values 0 or 1 (parts may overlap where a class covers
+        both sides, e.g. pants on both legs).
+    """
+    if grouping not in PNG_GROUPINGS:
+        raise ConfigError(
+            f"Part grouping '{grouping}' is not available for parsing PNGs. "
+            f"Valid groupings: {', '.join(PNG_GROUPINGS)}."
+        )
+    class_map = np.asarray(class_map)
+    if class_map.ndim != 2:
+        raise ValueError(f"class_map must be [h, w], got shape {class_map.shape}")
+    regions = _region_maps(class_map)
+    empty = np.zeros(class_map.shape, dtype=bool)
+    parts = []
+    for part_regions in PNG_GROUPINGS[grouping].values():
+        mask = empty
+        for region in part_regions:
+            mask = mask | regions.get(region, empty)
+        parts.append(mask)
+    return np.stack(parts).astype(np.float32)
+
+
+def load_parsing_png(path: str | Path) -> np.ndarray:
+    """Read a LIP/SCHP human-parsing PNG as an ``int64 [h, w]`` class map (values 0..19).
+
+    Expects a single-channel image whose pixel values are class indices: a palette (``P``)
+    PNG as SCHP writes, or a grayscale (``L``/``I``) one.
+
+    Raises:
+        LabelError: missing or unreadable file, colour image, or a class index above 19.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise LabelError(f"Parsing PNG not found: {p}. Check the masks folder of the dataset.")
+    try:
+        with Image.open(p) as image:
+            mode = image.mode
+            if mode not in ("P", "L", "I", "I;16"):
+                raise LabelError(
+                    f"Parsing PNG {p} is a '{mode}' image; expected a single-channel class map "
+                    f"(palette or grayscale PNG with values 0..19, LIP classes)."
+                )
+            class_map = np.array(image, dtype=np.int64)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise LabelError(f"Cannot read parsing PNG {p}: {exc}. Re-create this file.") from None
+    if class_map.size and (class_map.min() < 0 or class_map.max() >= len(LIP_CLASSES)):
+        raise LabelError(
+            f"Parsing PNG {p} has class index {int(class_map.max())}; expected 0..19 "
+            f"(LIP classes: {', '.join(LIP_CLASSES)})."
+        )
+    return class_map
