@@ -111,6 +111,8 @@ class BPBReIDConfig:
     testing_binary_visibility_score: bool = True
     test_use_target_segmentation: str = "none"  # external masks at test time: none | soft | hard
     shared_parts_id_classifier: bool = False
+    foreground_pooling: str = "gwap"  # gwap (DESIGN) | masked_average (official code's pooling)
+    pool_at_mask_resolution: bool = True  # 3x3_stride4 head: upsample features to the masks
     masks: MasksConfig = field(default_factory=MasksConfig)
 
 

@@ -25,7 +25,7 @@ Where this differs from the official code (bpbreid c0db006), and why:
 
 * foreground and background are pooled with GWAP like the parts (the paper's description);
   the official code averages ``mask * feature`` over all pixels (no division by the mask
-  sum). ``model.foreground_pooling = "masked_average"`` restores the official behaviour,
+  sum). ``model.bpbreid.foreground_pooling = "masked_average"`` restores the official behaviour,
   e.g. to reproduce official checkpoints' ``bn_foreg`` features exactly;
 * visibility is returned as float 0/1 (official: bool) so it can weight distances directly;
 * the ``3x3_stride4`` head is an addition for small inputs (the paper uses ``1x1``);
@@ -705,7 +705,13 @@ def build_model(cfg: Config, num_classes: int) -> BPBReID:
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1 (training identities), got {num_classes}.")
     validate_model_config(cfg)
-    return BPBReID(cfg, num_classes)
+    bp = cfg.model.bpbreid
+    return BPBReID(
+        cfg,
+        num_classes,
+        pool_at_mask_resolution=bp.pool_at_mask_resolution,
+        foreground_pooling=bp.foreground_pooling,
+    )
 
 
 # --------------------------------------------------------------------------------------
