@@ -286,6 +286,9 @@ def _to_config(node: DictConfig) -> Config:
 def _check_semantics(cfg: Config) -> None:
     """Cross-field checks that the type system cannot express; normalizes embedding names."""
     bp = cfg.model.bpbreid
+    # YAML reads a bare `off`/`no` as false; the AMP switch means "off" then.
+    if cfg.train.amp.lower() in ("false", "no", "none", "0"):
+        cfg.train.amp = "off"
     bp.test_embeddings = [canonical_embedding(name) for name in bp.test_embeddings]
     weights = {}
     for name, value in cfg.loss.weights.items():

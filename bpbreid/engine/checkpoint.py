@@ -1,0 +1,240 @@
+"""Checkpoints: atomic writes, safe loads, clear errors.
+
+A checkpoint is a dict of tensors and plain containers only, so it loads with
+``torch.load(weights_only=True)`` (no arbitrary code runs when opening a file):
+
+* ``format``: ``"bpbreid-checkpoint"``; ``format_version``: 1;
+* ``model``: the model's ``state_dict`` (DDP/compile wrappers removed);
+* ``num_classes``: identities the classifiers were built for;
+* ``config``: the configuration as a plain dict (:func:`bpbreid.config.config_to_dict`);
+* ``state``: :meth:`EngineState.to_dict` (epoch, step, metrics, RNG states);
+* ``optimizer``, ``scheduler``, ``scaler``, ``sampler`` (training checkpoints only).
+
+Files are written to a temporary file in the same folder, flushed to disk (fsync) and
+renamed over the target with ``os.replace``: a crash mid-write leaves the previous
+checkpoint intact, never a half-written one.
+
+Reference: the official BPBReID checkpoints (``state_dict`` plus a pickled yacs config)
+need a full unpickler; they are not this format.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bpbreid.errors import CheckpointError
+
+from .state import EngineState
+
+FORMAT = "bpbreid-checkpoint"
+FORMAT_VERSION = 1
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel / ``torch.compile`` wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod  # type: ignore[assignment]
+        elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` that never leaves a half-written file at ``path``.
+
+    The object is written to a temporary file in the same folder (so the final rename
+    stays on one file system), flushed and fsynced, then moved over ``path`` with
+    ``os.replace`` (atomic on POSIX and Windows). On any error the temporary file is
+    removed and the previous ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself (POSIX); silently skipped where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    cfg: Any,
+    *,
+    num_classes: int | None = None,
+    state: EngineState | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    sampler_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically.
+
+    Args:
+        path: target file (``last.pth``, ``model.pth``...); folders are created.
+        model: the model (wrappers are removed before saving).
+        cfg: a :class:`bpbreid.config.Config` or an already plain dict.
+        num_classes: identities of the classifiers (default: ``model.num_classes`` if any).
+        state: the :class:`EngineState` (RNG states included as captured in it).
+        optimizer, scheduler, scaler: saved through their ``state_dict()`` when given.
+        sampler_state: the identity sampler's position/RNG, for exact resumes.
+
+    Returns:
+        The path written.
+    """
+    from bpbreid.config import config_to_dict
+
+    plain = unwrap_model(model)
+    if num_classes is None:
+        num_classes = getattr(plain, "num_classes", None)
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
+        "num_classes": None if num_classes is None else int(num_classes),
+        "config": cfg if isinstance(cfg, dict) else config_to_dict(cfg),
+        "state": state.to_dict() if state is not None else None,
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        payload["scheduler"] = scheduler.state_dict()
+    if scaler is not None:
+        payload["scaler"] = scaler.state_dict()
+    if sampler_state is not None:
+        payload["sampler"] = sampler_state
+    return atomic_save(payload, path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is missing, truncated/corrupt, needs an unsafe
+            unpickler, or is not a bpbreid checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        if path.parent.is_dir():
+            found = sorted(p.name for p in path.parent.glob("*.pth"))
+            hint = f" Checkpoints in {path.parent}: {', '.join(found) or 'none'}."
+        raise CheckpointError(
+            f"Checkpoint '{path}' not found.{hint} Train one with `python -m bpbreid train`."
+        )
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # every load failure becomes one clear error
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"Checkpoint '{path}' could not be read ({type(exc).__name__}: {first}). "
+            "The file is corrupt or truncated, or it holds Python objects that a safe load "
+            "refuses (official BPBReID checkpoints store a pickled config: open those with "
+            "bpbreid.official.load_official_checkpoint). Re-train or copy the file again."
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or "model" not in data:
+        keys = ", ".join(sorted(map(str, data))[:8]) if isinstance(data, dict) else type(data)
+        raise CheckpointError(
+            f"'{path}' is not a bpbreid checkpoint (found: {keys}). "
+            "Expected a file written by `python -m bpbreid train` (last.pth or model.pth); "
+            "official BPBReID checkpoints open with bpbreid.official.load_official_checkpoint."
+        )
+    return data
+
+
+def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` with a readable error for missing, unexpected or mis-shaped keys."""
+    target = unwrap_model(model)
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    mis_shaped = [
+        f"{k} {tuple(weights[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mis_shaped:
+        lines = []
+        for title, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape", mis_shaped),
+        ):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                lines.append(f"{title}: {', '.join(items[:5])}{more}")
+        raise CheckpointError(
+            f"Checkpoint '{source}' does not match the model: {'; '.join(lines)}. "
+            "Use the configuration the checkpoint was trained with (backbone, parts_num, "
+            "number of identities)."
+        )
+    target.load_state_dict(weights, strict=True)
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", cfg: Any = None
+) -> tuple[nn.Module, Any, EngineState | None]:
+    """Rebuild the trained model from a checkpoint, for evaluation, visualization, inference.
+
+    Args:
+        path: a ``last.pth`` or ``model.pth`` written by the trainer.
+        device: where the model goes.
+        cfg: a :class:`Config` to use instead of the stored one (its model section must
+            match the weights).
+
+    Returns:
+        ``(model, cfg, state)``: the model in eval mode on ``device``, the configuration
+        (stored or given) and the :class:`EngineState` (``None`` when absent).
+
+    Raises:
+        CheckpointError: missing/corrupt file, or weights that do not match the model.
+    """
+    from bpbreid.config import ConfigError, config_from_dict
+    from bpbreid.model import build_model
+
+    data = read_checkpoint(path)
+    if cfg is None:
+        try:
+            cfg = config_from_dict(data["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"Checkpoint '{path}' holds an invalid config: {exc}") from None
+    num_classes = data.get("num_classes")
+    if num_classes is None:
+        raise CheckpointError(f"Checkpoint '{path}' does not record num_classes; re-save it.")
+    model = build_model(cfg, num_classes=int(num_classes))
+    load_model_weights(model, data["model"], str(path))
+    model.to(device).eval()
+    state = EngineState.from_dict(data["state"]) if data.get("state") else None
+    return model, cfg, state

@@ -1,0 +1,846 @@
+"""The training loop: identity-balanced batches, GiLt loss, AMP, DDP, checkpoints, resume.
+
+``Trainer(cfg).fit()`` builds what it is not given (dataset and loaders, model, loss),
+trains for ``train.max_epoch`` epochs (or ``train.max_steps`` steps), evaluates every
+``train.eval_freq`` epochs and at the end, saves ``last.pth`` every ``train.save_every``
+epochs and ``model.pth`` at the end, and returns the :class:`EngineState`.
+
+Speed: on CUDA it uses mixed precision (bf16, or fp16 with a GradScaler), channels_last,
+TF32 (stated explicitly), pinned memory, non-blocking copies and optionally
+``torch.compile``. On CPU it trains in fp32 with the thread policy of
+:func:`bpbreid.notebook.thread_policy` (one thread per process on small machines) and
+:func:`run_parallel` trains several configurations as separate processes.
+
+Model selection is never made on the test set: the reported model is the last epoch's,
+or, with ``train.validation_ids > 0``, the best on a validation split carved from the
+training identities.
+
+Example::
+
+    from bpbreid.config import load_config
+    from bpbreid.engine import Trainer
+
+    state = Trainer(load_config("synthetic_cpu")).fit()
+    print(state.final_metrics)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bpbreid.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from bpbreid.errors import BPBReIDError, CheckpointError, TrainingError
+
+from .checkpoint import (
+    load_model_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .distributed import (
+    AmpPolicy,
+    DistInfo,
+    all_true,
+    barrier,
+    configure_backends,
+    env_dist_info,
+    init_distributed,
+    resolve_amp,
+    resolve_device,
+)
+from .loggers import Logger, MultiLogger, build_loggers
+from .optim import build_optimizer, build_scheduler, load_scheduler_state
+from .state import EngineState
+
+StepHook = Callable[["Trainer", int, dict[str, float]], None]
+
+LAST_CHECKPOINT = "last.pth"
+BEST_CHECKPOINT = "best.pth"
+MODEL_FILE = "model.pth"
+SELECTION_METRICS = ("mAP", "map", "rank1", "rank-1", "r1")
+
+
+def resolve_output_dir(path: str | Path) -> Path:
+    """``train.output_dir``: relative paths are taken from the repository root (as data)."""
+    from bpbreid.notebook import find_repo_root
+
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else find_repo_root() / p
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG that libraries use)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: NumPy/Python seeds from the worker's torch seed.
+
+    PyTorch seeds each worker's torch RNG from the loader's generator; NumPy and Python
+    (used by the augmentations) follow it, so resumed and repeated runs draw the same.
+    """
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)  # noqa: NPY002
+    random.seed(seed)
+
+
+def split_validation(data: Any, num_ids: int, seed: int = 0) -> tuple[Any, Any]:
+    """Carve ``num_ids`` training identities into a validation query/gallery split.
+
+    For every chosen identity, up to one random image per camera becomes a query, as long as
+    every query keeps a gallery image of its identity from another camera (the Market-1501
+    protocol ignores same-camera matches); the other images form the gallery.
+    The remaining training identities are relabelled ``0..N-1``.
+
+    Args:
+        data: a :class:`bpbreid.data.datasets.ReIDData`.
+        num_ids: identities to hold out (``train.validation_ids``).
+        seed: which identities and queries are drawn.
+
+    Returns:
+        ``(train_data, val_data)``: two ``ReIDData``; ``val_data`` has no training samples.
+
+    Raises:
+        ConfigError: too few identities would be left to train on.
+    """
+    from bpbreid.data.datasets import relabel
+
+    pids = sorted({s.pid for s in data.train})
+    if num_ids >= len(pids) - 1:
+        raise ConfigError(
+            f"train.validation_ids={num_ids} leaves too few of the {len(pids)} training "
+            "identities to train on. Lower train.validation_ids."
+        )
+    rng = np.random.default_rng([seed, 7919])
+    val_pids = {int(p) for p in rng.choice(pids, size=num_ids, replace=False)}
+    train = [s for s in data.train if s.pid not in val_pids]
+    query, gallery = [], []
+    for pid in sorted(val_pids):
+        samples = [s for s in data.train if s.pid == pid]
+        picked: set[int] = set()
+        for cam in rng.permutation(sorted({s.camid for s in samples})):
+            candidate = int(rng.choice([i for i, s in enumerate(samples) if s.camid == cam]))
+            trial = picked | {candidate}
+            # Keep a query only if it and every earlier one still have a gallery match
+            # from another camera (the protocol ignores same-camera matches).
+            gallery_cams = {s.camid for i, s in enumerate(samples) if i not in trial}
+            if all(gallery_cams - {samples[q].camid} for q in trial):
+                picked = trial
+        query.extend(s for i, s in enumerate(samples) if i in picked)
+        gallery.extend(s for i, s in enumerate(samples) if i not in picked)
+    train_data = dataclasses.replace(data, train=relabel(train))
+    val_data = dataclasses.replace(data, train=[], query=query, gallery=gallery, extra_queries={})
+    return train_data, val_data
+
+
+def flatten_metrics(result: Any, prefix: str = "") -> dict[str, float]:
+    """Scalar metrics of an evaluation result (dataclass, dict or object) as ``{name: float}``.
+
+    Nested sections become ``section/name``; lists (e.g. a full CMC curve) and arrays are
+    left out; the object's ``flat_metrics()``/``to_dict()``/``as_dict()`` is used if it has one.
+    """
+    if result is None:
+        return {}
+    for name in ("flat_metrics", "to_dict", "as_dict"):
+        method = getattr(result, name, None)
+        if callable(method):
+            result = method()
+            break
+    else:
+        if dataclasses.is_dataclass(result) and not isinstance(result, type):
+            result = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    if not isinstance(result, Mapping):
+        return {}
+    out: dict[str, float] = {}
+    for key, value in result.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float | np.integer | np.floating):
+            out[name] = float(value)
+        elif isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[name] = float(value.item())
+        elif isinstance(value, Mapping) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)
+        ):
+            out.update(flatten_metrics(value, f"{name}/"))
+    return out
+
+
+def _selection_value(metrics: Mapping[str, float]) -> tuple[str, float] | None:
+    """The metric used to pick the best validation epoch (mAP, else rank-1)."""
+    for wanted in SELECTION_METRICS:
+        for key, value in metrics.items():
+            if key.split("/")[-1] == wanted:
+                return key, value
+    return None
+
+
+class Trainer:
+    """Trains one model from a configuration.
+
+    Args:
+        cfg: the configuration.
+        model: a model to train (default: :func:`bpbreid.model.build_model`).
+        data: a ``ReIDData`` (loaders are built from it) or a mapping of DataLoaders with
+            ``"train"``, ``"query"``, ``"gallery"`` and optionally extra query sets and
+            ``"val_query"``/``"val_gallery"`` (default: the dataset ``cfg.data`` names).
+        loggers: loggers to use (default: ``cfg.train.loggers``; only rank 0 logs).
+        criterion: the training loss (default: :class:`bpbreid.losses.GiLtLoss`).
+        num_classes: training identities (default: from the data).
+        progress: show progress bars on the console.
+        log_prefix: text before console lines (the run name when runs share a console).
+        step_hooks: called after every optimizer step as ``hook(trainer, step, components)``.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: nn.Module | None = None,
+        data: Any = None,
+        loggers: Logger | Sequence[Logger] | None = None,
+        *,
+        criterion: nn.Module | None = None,
+        num_classes: int | None = None,
+        progress: bool = True,
+        log_prefix: str = "",
+        step_hooks: Iterable[StepHook] = (),
+    ) -> None:
+        self.cfg = cfg
+        train = cfg.train
+        self.dist: DistInfo = env_dist_info()
+        self.device = resolve_device(train.device, self.dist.local_rank)
+        init_distributed(self.device, self.dist)
+        self._set_threads()
+        configure_backends(self.device, deterministic=train.deterministic)
+        seed_everything(train.seed)
+
+        self.output_dir = resolve_output_dir(train.output_dir)
+        self.progress = progress
+        self.log_prefix = log_prefix
+        self.step_hooks = list(step_hooks)
+        self._given_loggers = loggers
+        self.loggers: Logger = Logger()
+
+        self.loaders, self.num_classes = self._prepare_data(data, num_classes)
+        self.train_loader = self.loaders["train"]
+        self.val_loaders = self._validation_loaders()
+        self.extra_query_loaders = {
+            name: loader
+            for name, loader in self.loaders.items()
+            if name not in ("train", "query", "gallery", "val_query", "val_gallery")
+        }
+
+        self.amp: AmpPolicy = resolve_amp(train.amp, self.device)
+        self.channels_last = (
+            self.device.type == "cuda" if train.channels_last is None else bool(train.channels_last)
+        )
+        if model is None:
+            from bpbreid.model import build_model
+
+            seed_everything(train.seed)  # same on every rank: identical initial weights
+            model = build_model(cfg, num_classes=self.num_classes)
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if criterion is None:
+            from bpbreid.losses import GiLtLoss
+
+            criterion = GiLtLoss(cfg.loss, soft_targets=cfg.model.bpbreid.masks.soft_targets)
+        self.criterion = criterion.to(self.device)
+
+        self.optimizer = build_optimizer(self.model, train)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                "The training loader yields no batch: too few images per identity for "
+                f"train.batch_size={train.batch_size} x train.num_instances={train.num_instances}."
+            )
+        self.scheduler = build_scheduler(self.optimizer, train, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp.use_scaler)
+
+        # What runs a step: model and loss in one module, so that DDP finds the loss
+        # tensor it returns (it cannot look inside the model's dataclass output) and
+        # spots the parameters that a GiLt recipe leaves without a loss term.
+        forward_model: nn.Module = self.model
+        if train.compile:
+            # The model only: the loss reads its components back, a graph break.
+            forward_model = torch.compile(self.model)  # type: ignore[assignment]
+        self.train_model: nn.Module = ModelWithLoss(
+            forward_model, self.criterion, external_masks=cfg.model.bpbreid.part_mode == "external"
+        )
+        if self.dist.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.train_model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+
+        self.state = EngineState()
+        self.test_result: Any = None  # the final test EvalResult (rank 0)
+        # Rank-specific randomness (augmentation) after the shared initialisation.
+        seed_everything(train.seed + self.dist.rank)
+
+    # ----------------------------------------------------------------------------------
+    # Setup helpers
+    # ----------------------------------------------------------------------------------
+
+    def _set_threads(self) -> None:
+        if self.device.type != "cpu":
+            return
+        from bpbreid.notebook import thread_policy
+
+        threads = self.cfg.train.threads or thread_policy()
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+    def _prepare_data(self, data: Any, num_classes: int | None) -> tuple[dict[str, Any], int]:
+        cfg = self.cfg
+        if isinstance(data, Mapping):
+            loaders = dict(data)
+            if "train" not in loaders:
+                raise ConfigError("The loaders given to Trainer need a 'train' loader.")
+        else:
+            from bpbreid.data.datasets import build_dataset_from_config, build_loaders
+
+            if data is None:
+                data = build_dataset_from_config(cfg)
+            val_data = None
+            if cfg.train.validation_ids > 0:
+                data, val_data = split_validation(data, cfg.train.validation_ids, cfg.train.seed)
+            loaders = build_loaders(cfg, data, rank=self.dist.rank, world_size=self.dist.world_size)
+            if "train" not in loaders:
+                raise ConfigError(
+                    f"Dataset '{cfg.data.name}' has no training split (it is test-only); "
+                    "train on another dataset and evaluate this one with `bpbreid eval`."
+                )
+            if val_data is not None:
+                val = build_loaders(cfg, val_data)
+                loaders["val_query"], loaders["val_gallery"] = val["query"], val["gallery"]
+            if num_classes is None:
+                num_classes = data.num_train_pids
+        loaders["train"] = self._tune_train_loader(loaders["train"])
+        if num_classes is None:
+            num_classes = _count_classes(loaders["train"])
+        return loaders, int(num_classes)
+
+    def _tune_train_loader(self, loader: Any) -> Any:
+        """Seeded workers; in deterministic mode, fresh workers each epoch.
+
+        Persistent workers keep their augmentation RNG across epochs, which a resumed run
+        cannot restore; deterministic runs restart them (a little slower) so that resuming
+        gives exactly the uninterrupted run.
+        """
+        from torch.utils.data import DataLoader
+
+        if not isinstance(loader, DataLoader) or loader.num_workers == 0:
+            return loader
+        persistent = loader.persistent_workers and not self.cfg.train.deterministic
+        if loader.worker_init_fn is not None and persistent == loader.persistent_workers:
+            return loader
+        return DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=loader.sampler,
+            drop_last=loader.drop_last,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            persistent_workers=persistent,
+            worker_init_fn=loader.worker_init_fn or seed_worker,
+            generator=loader.generator,
+            prefetch_factor=loader.prefetch_factor,
+        )
+
+    def _validation_loaders(self) -> tuple[Any, Any] | None:
+        if "val_query" in self.loaders and "val_gallery" in self.loaders:
+            return self.loaders["val_query"], self.loaders["val_gallery"]
+        return None
+
+    def _build_loggers(self, resumed: bool) -> Logger:
+        if not self.dist.is_main:
+            return Logger()
+        given = self._given_loggers
+        if given is not None:
+            return given if isinstance(given, Logger) else MultiLogger(given)
+        return build_loggers(
+            self.cfg.train.loggers,
+            self.output_dir,
+            run_name=self.cfg.name,
+            config=config_to_dict(self.cfg),
+            progress=self.progress,
+            prefix=self.log_prefix,
+            max_epoch=None if self.cfg.train.max_steps else self.cfg.train.max_epoch,
+            resume_step=self.state.step if resumed else None,
+            resume_epoch=self.state.epoch if resumed else None,
+        )
+
+    # ----------------------------------------------------------------------------------
+    # Checkpoints
+    # ----------------------------------------------------------------------------------
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.output_dir / LAST_CHECKPOINT
+
+    def _sampler_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"epoch": int(self.state.epoch)}
+        generator = getattr(self.train_loader, "generator", None)
+        if isinstance(generator, torch.Generator):
+            state["loader_generator"] = generator.get_state()
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "state_dict"):
+            state["sampler"] = sampler.state_dict()
+        return state
+
+    def _restore_sampler(self, state: Mapping[str, Any] | None) -> None:
+        if not state:
+            return
+        generator = getattr(self.train_loader, "generator", None)
+        if isinstance(generator, torch.Generator) and "loader_generator" in state:
+            generator.set_state(state["loader_generator"])
+        sampler = getattr(self.train_loader, "sampler", None)
+        if "sampler" in state and hasattr(sampler, "load_state_dict"):
+            sampler.load_state_dict(state["sampler"])
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write a full training checkpoint (default ``<output_dir>/last.pth``), atomically."""
+        self.state.capture_rng()
+        return save_checkpoint(
+            path or self.last_checkpoint,
+            self.model,
+            self.cfg,
+            num_classes=self.num_classes,
+            state=self.state,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            sampler_state=self._sampler_state(),
+        )
+
+    def _save_model_only(self, path: Path) -> Path:
+        return save_checkpoint(
+            path, self.model, self.cfg, num_classes=self.num_classes, state=_without_rng(self.state)
+        )
+
+    def resume(self, path: str | Path | None = None) -> EngineState:
+        """Restore a training checkpoint (default ``<output_dir>/last.pth``).
+
+        Restores the weights, optimizer, scheduler, GradScaler, counters, metrics history,
+        RNG states and the loader's generator, so that the continued run equals an
+        uninterrupted one (same config; ``train.deterministic`` for bit-exactness).
+        """
+        path = Path(path) if path is not None else self.last_checkpoint
+        if not path.is_file():
+            raise CheckpointError(
+                f"Cannot resume: no checkpoint at {path}. Start without --resume, or point "
+                "train.output_dir at the folder of the interrupted run."
+            )
+        data = read_checkpoint(path, map_location="cpu")
+        if data.get("optimizer") is None or data.get("state") is None:
+            raise CheckpointError(
+                f"{path} is a model-only file (no optimizer state): resume from last.pth."
+            )
+        if int(data.get("num_classes") or -1) != self.num_classes:
+            raise CheckpointError(
+                f"{path} was trained with {data.get('num_classes')} identities, this run has "
+                f"{self.num_classes}: resume with the same dataset and train.validation_ids."
+            )
+        load_model_weights(self.model, data["model"], str(path))
+        try:
+            self.optimizer.load_state_dict(data["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: the optimizer state does not match ({exc}).") from None
+        if data.get("scheduler"):
+            load_scheduler_state(self.scheduler, data["scheduler"])
+        if data.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(data["scaler"])
+        self.state = EngineState.from_dict(data["state"])
+        self.state.restore_rng()
+        self._restore_sampler(data.get("sampler"))
+        if self.dist.is_main:
+            changed = _config_changes(data.get("config"), self.cfg)
+            if changed:
+                print(f"Resuming {path} with a changed config: {', '.join(changed)}")
+        return self.state
+
+    # ----------------------------------------------------------------------------------
+    # Training
+    # ----------------------------------------------------------------------------------
+
+    def fit(self, resume: bool | str | Path = False) -> EngineState:
+        """Train to the end of the schedule and evaluate; returns the :class:`EngineState`.
+
+        Args:
+            resume: ``True`` continues from ``<output_dir>/last.pth``; a path continues
+                from that checkpoint.
+
+        Raises:
+            TrainingError: the loss became NaN/inf (names the step and the components; the
+                last good checkpoint stays on disk).
+        """
+        train = self.cfg.train
+        resumed = bool(resume)
+        if resumed:
+            self.resume(None if resume is True else resume)
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.output_dir / "config.yaml")
+        self.loggers = self._build_loggers(resumed)
+        try:
+            saved_at = self.state.step if resumed else -1
+            while not self._finished():
+                self._train_epoch()
+                epoch = self.state.epoch
+                metrics = self.state.history[-1]
+                is_last = self._finished()
+                due = train.eval_freq > 0 and epoch % train.eval_freq == 0
+                if self.val_loaders is not None and (due or is_last):
+                    metrics.update(self._validate(epoch))
+                elif due and not is_last and self._has_test_sets():
+                    # Monitoring only: no decision is taken on these numbers.
+                    metrics.update(flatten_metrics(self.evaluate(), "test/"))
+                if is_last:
+                    break  # logged with the final results by _finish()
+                self.loggers.log_epoch(epoch, metrics)
+                if epoch % max(1, train.save_every) == 0:
+                    self._save_last()
+                    saved_at = self.state.step
+            if saved_at != self.state.step:
+                self._save_last()
+            self._finish()
+        finally:
+            self.loggers.close()
+        return self.state
+
+    def _finished(self) -> bool:
+        train = self.cfg.train
+        if train.max_steps is not None and self.state.step >= train.max_steps:
+            return True
+        return self.state.epoch >= train.max_epoch
+
+    def _save_last(self) -> None:
+        if self.dist.is_main:
+            self.save()
+        barrier()
+
+    def _train_epoch(self) -> None:
+        train = self.cfg.train
+        epoch = self.state.epoch + 1
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.state.epoch)
+        transform = getattr(getattr(self.train_loader, "dataset", None), "transform", None)
+        if hasattr(transform, "set_seed"):
+            # Augmentations drawn from (seed, rank, epoch): a resumed run repeats them exactly
+            # (DataLoader workers mix in their own seed on top).
+            seed = np.random.SeedSequence([train.seed, self.dist.rank, self.state.epoch])
+            transform.set_seed(int(seed.generate_state(1)[0]))
+        self.train_model.train()
+        num_steps = self.steps_per_epoch
+        if train.max_steps is not None:
+            num_steps = min(num_steps, train.max_steps - self.state.step)
+        self.loggers.start_epoch(epoch, num_steps)
+
+        sums: dict[str, float] = {}
+        images_seen = 0
+        data_wait = 0.0
+        epoch_start = time.perf_counter()
+        tick = epoch_start
+        steps_done = 0
+        iterator = iter(self.train_loader)
+        for _ in range(num_steps):
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            got_batch = time.perf_counter()
+            data_wait += got_batch - tick
+            components = self.train_step(batch, epoch)
+            self.state.step += 1
+            steps_done += 1
+            batch_size = int(batch["image"].shape[0]) * self.dist.world_size
+            images_seen += batch_size
+            now = time.perf_counter()
+            for key, value in components.items():
+                sums[key] = sums.get(key, 0.0) + value
+            scalars = dict(components)
+            scalars["lr"] = self.optimizer.param_groups[0]["lr"]
+            scalars["img/s"] = batch_size / max(now - tick, 1e-9)
+            self.loggers.log_scalars(self.state.step, scalars)
+            for hook in self.step_hooks:
+                hook(self, self.state.step, components)
+            tick = time.perf_counter()
+        del iterator
+        elapsed = time.perf_counter() - epoch_start
+        metrics: dict[str, Any] = {"epoch": epoch, "step": self.state.step}
+        metrics.update({key: value / max(1, steps_done) for key, value in sums.items()})
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics["img/s"] = images_seen / max(elapsed, 1e-9)
+        metrics["data_wait"] = data_wait / max(elapsed, 1e-9)
+        metrics["time_s"] = elapsed
+        self.state.epoch = epoch
+        self.state.history.append(metrics)
+
+    def train_step(self, batch: Mapping[str, Any], epoch: int = 0) -> dict[str, float]:
+        """One optimizer step on a batch dict (``image`` ``[N, 3, H, W]``, ``pid`` ``[N]``,
+        optional ``target_masks`` ``[N, K+1, h, w]``); returns the loss components.
+
+        Does not advance ``state.step`` (``fit`` does); ``epoch`` only labels errors.
+        """
+        images = batch["image"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        pids = torch.as_tensor(batch["pid"]).to(self.device, non_blocking=True)
+        targets = batch.get("target_masks")
+        if targets is not None:
+            targets = targets.to(self.device, non_blocking=True)
+        autocast = torch.autocast(
+            device_type=self.device.type, dtype=self.amp.dtype, enabled=self.amp.enabled
+        )
+        with autocast:
+            loss, components = self.train_model(images, pids, targets)
+        components = {k: float(v) for k, v in components.items()}
+        total = components.get("total", float(loss.detach()))
+        components.setdefault("total", total)
+        self._check_finite(loss, components, epoch)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return components
+
+    def _check_finite(self, loss: torch.Tensor, components: dict[str, float], epoch: int) -> None:
+        """Stop every rank together on a NaN/inf loss, naming the step and components."""
+        finite = math.isfinite(components["total"]) and bool(torch.isfinite(loss.detach()))
+        if all_true(finite, self.device):
+            return
+        bad = [k for k, v in components.items() if k != "total" and not math.isfinite(v)]
+        step = self.state.step + 1
+        kept = self.last_checkpoint if self.last_checkpoint.is_file() else None
+        where = (
+            f"The last good checkpoint is kept: {kept}"
+            if kept
+            else "No checkpoint was written before this step"
+        )
+        which = ", ".join(bad) if bad else "total (on another process)" if finite else "total"
+        raise TrainingError(
+            f"Training stopped: the loss became {components['total']} at step {step} "
+            f"(epoch {epoch}); non-finite loss component(s): {which}. {where}. "
+            "Lower train.lr, set train.amp=off, or check the labels of this batch, then "
+            "resume with --resume."
+        )
+
+    # ----------------------------------------------------------------------------------
+    # Evaluation and the end of a run
+    # ----------------------------------------------------------------------------------
+
+    def evaluate(
+        self, query_loader: Any = None, gallery_loader: Any = None, extra: Any = None
+    ) -> Any:
+        """Evaluate the model (rank 0; others wait). Default: the test query/gallery sets."""
+        from bpbreid.engine.evaluate import evaluate
+
+        result = None
+        if self.dist.is_main:
+            if query_loader is None:
+                query_loader, gallery_loader = self.loaders["query"], self.loaders["gallery"]
+                extra = self.extra_query_loaders or None
+            self.model.eval()
+            with torch.no_grad():
+                result = evaluate(
+                    self.model,
+                    query_loader,
+                    gallery_loader,
+                    self.cfg,
+                    extra,
+                    progress=self.progress,
+                )
+            self.model.train()
+        barrier()
+        return result
+
+    def _has_test_sets(self) -> bool:
+        return "query" in self.loaders and "gallery" in self.loaders
+
+    def _validate(self, epoch: int) -> dict[str, float]:
+        """Evaluate on the validation split and keep the best model (``best.pth``)."""
+        assert self.val_loaders is not None
+        metrics = flatten_metrics(self.evaluate(*self.val_loaders), "val/")
+        self._track_best(metrics, epoch)
+        return metrics
+
+    def _track_best(self, metrics: Mapping[str, float], epoch: int) -> None:
+        chosen = _selection_value(metrics)
+        if chosen is None:
+            return
+        _, value = chosen
+        if self.state.best_metric is None or value > self.state.best_metric:
+            self.state.best_metric = float(value)
+            self.state.best_epoch = epoch
+            if self.dist.is_main:
+                self._save_model_only(self.output_dir / BEST_CHECKPOINT)
+            barrier()
+
+    def _finish(self) -> None:
+        """Model selection, final test evaluation, the last epoch's log line, ``model.pth``."""
+        metrics = self.state.history[-1] if self.state.history else {}
+        final: dict[str, float] = {}
+        best = self.output_dir / BEST_CHECKPOINT
+        if self.val_loaders is not None and self.state.best_epoch is not None and best.is_file():
+            # Model selection on the validation split, never on the test set.
+            load_model_weights(self.model, read_checkpoint(best)["model"], str(best))
+            final["selected_epoch"] = float(self.state.best_epoch)
+        if self._has_test_sets():
+            self.test_result = self.evaluate()
+            final.update(flatten_metrics(self.test_result, "test/"))
+        self.state.final_metrics = final
+        if metrics:
+            metrics.update(final)
+            self.loggers.log_epoch(self.state.epoch, metrics)
+        if self.dist.is_main:
+            self._save_model_only(self.output_dir / MODEL_FILE)
+        barrier()
+
+
+class ModelWithLoss(nn.Module):
+    """The model followed by the training loss: ``(images, pids, targets) -> (loss, parts)``.
+
+    Args:
+        model: the re-id model (possibly compiled).
+        criterion: ``criterion(output, pids, target_masks) -> (loss, components)``.
+        external_masks: feed the target masks to the model (``part_mode=external``).
+    """
+
+    def __init__(self, model: nn.Module, criterion: nn.Module, external_masks: bool = False):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+        self.external_masks = external_masks
+
+    def forward(
+        self, images: torch.Tensor, pids: torch.Tensor, target_masks: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.external_masks:
+            output = self.model(images, external_masks=target_masks)
+        else:
+            output = self.model(images)
+        return self.criterion(output, pids, target_masks)
+
+
+def _count_classes(loader: Any) -> int:
+    dataset = getattr(loader, "dataset", None)
+    samples = getattr(dataset, "samples", None)
+    if samples:
+        return len({int(getattr(s, "pid", s[1] if isinstance(s, tuple) else s)) for s in samples})
+    raise ConfigError("Cannot tell the number of training identities: pass num_classes=.")
+
+
+def _without_rng(state: EngineState) -> EngineState:
+    return dataclasses.replace(state, rng={})
+
+
+def _config_changes(stored: Any, cfg: Config) -> list[str]:
+    if not isinstance(stored, dict):
+        return []
+    from bpbreid.config import config_diff
+
+    try:
+        before = config_from_dict(stored)
+    except ConfigError:
+        return ["(stored config unreadable)"]
+    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in config_diff(cfg, before).items()]
+
+
+# --------------------------------------------------------------------------------------
+# Several trainings in parallel (CPU)
+# --------------------------------------------------------------------------------------
+
+
+def _train_in_process(cfg_dict: dict[str, Any], threads: int, resume: bool) -> dict[str, Any]:
+    """One training in a spawned process; returns its state (without RNG) as a dict."""
+    cfg = config_from_dict(cfg_dict)
+    cfg.train.threads = threads
+    torch.set_num_threads(threads)
+    state = Trainer(cfg, progress=False, log_prefix=cfg.name).fit(resume=resume)
+    return _without_rng(state).to_dict()
+
+
+def _prepare_datasets(configs: Sequence[Config]) -> None:
+    """Generate each synthetic dataset once, before the processes start.
+
+    Several processes generating the same (cached) dataset at once would race on its files.
+    """
+    from bpbreid.data.datasets import build_dataset_from_config
+
+    seen: set[str] = set()
+    for cfg in configs:
+        key = repr(config_to_dict(cfg)["data"])
+        if cfg.data.name == "synthetic" and key not in seen:
+            seen.add(key)
+            build_dataset_from_config(cfg)
+
+
+def run_parallel(
+    configs: Sequence[Config],
+    processes: int | None = None,
+    threads: int = 1,
+    resume: bool = False,
+) -> list[EngineState]:
+    """Train several configurations at once, one single-threaded process each.
+
+    On a small CPU, separate single-threaded processes use the cores far better than one
+    multi-threaded run after another (two threads on two cores measured ~16x slower per
+    step). Processes are started with ``spawn`` (safe in notebooks and on every OS).
+
+    Args:
+        configs: the runs; give each its own ``train.output_dir``.
+        processes: how many run at once (default: one per config, at most the CPU count).
+        threads: intra-op threads per process.
+        resume: continue each run from its ``last.pth``.
+
+    Returns:
+        The final :class:`EngineState` of each run, in the order of ``configs``.
+
+    Raises:
+        TrainingError: a run failed (names the run and the reason).
+    """
+    dirs = [str(resolve_output_dir(c.train.output_dir)) for c in configs]
+    if len(set(dirs)) != len(dirs):
+        raise ConfigError(
+            "run_parallel: the configurations share a train.output_dir; give each run its own."
+        )
+    _prepare_datasets(configs)
+    workers = processes or max(1, min(len(configs), os.cpu_count() or 1))
+    context = multiprocessing.get_context("spawn")
+    states: list[EngineState] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(_train_in_process, config_to_dict(cfg), threads, resume) for cfg in configs
+        ]
+        for cfg, future in zip(configs, futures):
+            try:
+                states.append(EngineState.from_dict(future.result()))
+            except (BPBReIDError, ConfigError) as exc:
+                pool.shutdown(wait=False, cancel_futures=True)  # runs not started yet
+                raise TrainingError(f"Run '{cfg.name}' failed: {exc}") from None
+    return states

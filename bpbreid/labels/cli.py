@@ -1,0 +1,116 @@
+"""``python -m bpbreid labels <images>``: parsing labels for new images from keypoints.
+
+Examples::
+
+    # a folder of person crops: labels in my_crops/../masks/pifpaf_maskrcnn_filtering/my_crops/
+    python -m bpbreid labels data/mine/my_crops
+    # a Market-1501-style dataset folder (every split), with Keypoint R-CNN on the GPU
+    python -m bpbreid labels data/mine --estimator keypointrcnn --download-weights
+    # keypoints you already have, one JSON per image
+    python -m bpbreid labels data/mine/query --estimator json --keypoints data/mine/keypoints/query
+
+Labels that exist are skipped, so the command can be run again after an interruption.
+Exit code 0 unless no image got a label from a detected person.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "images", help="a folder of person crops, or a dataset folder holding split folders"
+    )
+    parser.add_argument(
+        "--estimator",
+        default="mediapipe",
+        choices=("mediapipe", "keypointrcnn", "json"),
+        help="pose estimator (mediapipe: pip install 'bpbreid[pose]'; keypointrcnn: "
+        "torchvision, weights on request; json: one keypoint file per image)",
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="registered dataset name: use its split folders and suffix"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="write labels here instead of <dataset>/masks/<masks dir>/ (mirrors the input)",
+    )
+    parser.add_argument(
+        "--masks-dir", default="pifpaf_maskrcnn_filtering", help="label folder name"
+    )
+    parser.add_argument(
+        "--suffix", default=None, help="label suffix (default .npy or the dataset's)"
+    )
+    parser.add_argument(
+        "--label-stride",
+        type=int,
+        default=None,
+        help="image-to-label downscale (default clamp(height // 32, 1, 8))",
+    )
+    parser.add_argument("--keypoints", default=None, help="json: folder of <stem>.json files")
+    parser.add_argument("--weights", default=None, help="keypointrcnn: local COCO weights file")
+    parser.add_argument(
+        "--download-weights",
+        action="store_true",
+        help="keypointrcnn: allow downloading the COCO weights (~170 MB, once)",
+    )
+    parser.add_argument("--device", default="auto", help="keypointrcnn: auto | cpu | cuda")
+    parser.add_argument(
+        "--min-score", type=float, default=None, help="keypointrcnn: detection score threshold"
+    )
+    parser.add_argument(
+        "--min-confidence", type=float, default=None, help="mediapipe: keypoint visibility cut"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="redo labels that already exist")
+    parser.add_argument(
+        "--zeros-for-missing",
+        action="store_true",
+        help="give images without a detected person an all-background label",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bpbreid.labels.estimators import build_estimator
+    from bpbreid.labels.generate import generate_labels, plan_labels
+
+    jobs = plan_labels(
+        args.images,
+        out=args.out,
+        masks_dir=args.masks_dir,
+        suffix=args.suffix,
+        dataset=args.dataset,
+    )
+    image_root = Path(args.images).expanduser()
+    estimator = build_estimator(
+        args.estimator,
+        keypoints_dir=args.keypoints,
+        image_root=image_root if args.keypoints else None,
+        weights=args.weights,
+        download=args.download_weights,
+        device=args.device,
+        min_score=args.min_score,
+        min_confidence=args.min_confidence,
+    )
+    where = sorted({str(job.label.parent) for job in jobs})
+    print(
+        f"{len(jobs)} images; labels in {where[0]}"
+        + (f" (+{len(where) - 1} folders)" if len(where) > 1 else "")
+    )
+    report = generate_labels(
+        jobs,
+        estimator,
+        overwrite=args.overwrite,
+        zeros_for_missing=args.zeros_for_missing,
+        stride=args.label_stride,
+        progress=not args.no_progress,
+    )
+    close = getattr(estimator, "close", None)
+    if close is not None:
+        close()
+    print(report.summary())
+    return 1 if report.everything_failed else 0

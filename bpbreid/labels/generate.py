@@ -1,0 +1,297 @@
+"""Parsing labels for new images: keypoints -> 36 fields -> ``.npy`` at the official paths.
+
+Where labels go (the official rule, so :mod:`bpbreid.data.datasets` finds them):
+
+* a **dataset folder** (holding split folders such as ``bounding_box_train/``, ``query/``):
+  ``<dataset>/masks/pifpaf_maskrcnn_filtering/<split>/<stem>.npy`` for every image of every
+  split (images in per-identity sub-folders are flattened, as the official labels are);
+* a **folder of images** ``<root>/<name>/``: it is treated as the split ``<name>`` of the
+  dataset ``<root>``: ``<root>/masks/pifpaf_maskrcnn_filtering/<name>/<stem>.npy`` (images in
+  its sub-folders keep their sub-folder);
+* ``out=DIR`` instead: ``DIR/<split>/<stem>.npy`` (dataset folder) or ``DIR/<stem>.npy``
+  (folder of images).
+
+The label size is the image size divided by the stride of the synthetic set's rule
+(``clamp(height // 32, 1, 8)``): 32x16 for 64x32, 128x64 (Market-1501) and 256x128 crops,
+64x32 for 512x256 crops; that is at least the ~30x15 of the official labels and about 1/8 of
+large images. Labels are resized with the image when loaded, so any size works; small ones
+keep files light.
+
+Generation is idempotent: a label file that exists is skipped (its image is not even read),
+so an interrupted run continues where it stopped. Images where no person is found get no
+file (or an all-background one with ``zeros_for_missing``) and are listed in the report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bpbreid.data.parsing import NUM_FIELDS, render_fields
+from bpbreid.errors import DatasetError, LabelError
+
+DEFAULT_MASKS_DIR = "pifpaf_maskrcnn_filtering"
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def label_stride(height: int) -> int:
+    """Image-to-label downscale factor: ``clamp(height // 32, 1, 8)`` (the synthetic set's rule)."""
+    from bpbreid.data.synthetic import default_label_stride
+
+    return default_label_stride(height)
+
+
+def label_size(height: int, width: int, stride: int | None = None) -> tuple[int, int]:
+    """``(h, w)`` of the label of a ``height x width`` image (see the module docstring)."""
+    s = stride or label_stride(height)
+    return max(1, height // s), max(1, width // s)
+
+
+def keypoints_to_label(
+    keypoints: np.ndarray | None, height: int, width: int, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The official-format label ``float32 [36, h, w]`` of one person's keypoints.
+
+    Args:
+        keypoints: ``[17, 3]`` ``(x, y, confidence)`` in pixels of the image, or None
+            (no person: an all-zero label, i.e. background everywhere).
+        height, width: image size.
+        size: label ``(h, w)`` (default :func:`label_size`).
+    """
+    size = size or label_size(height, width)
+    if keypoints is None:
+        return np.zeros((NUM_FIELDS, *size), dtype=np.float32)
+    return render_fields(np.asarray(keypoints, dtype=np.float32), height, width, out_size=size)
+
+
+# --------------------------------------------------------------------------------------
+# Planning: which image gets which label file
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """One image and the label file it gets."""
+
+    image: Path
+    label: Path
+
+
+def _is_image(path: Path) -> bool:
+    return (
+        path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    )
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    pattern = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in pattern if _is_image(p))
+
+
+def _split_jobs(
+    images: Iterable[Path], label_dir: Path, suffix: str, flatten: bool, split_root: Path
+) -> list[LabelJob]:
+    jobs = []
+    for image in images:
+        stem = os.path.splitext(image.name)[0]
+        if flatten:
+            target = label_dir / f"{stem}{suffix}"
+        else:
+            target = label_dir / image.relative_to(split_root).parent / f"{stem}{suffix}"
+        jobs.append(LabelJob(image, target))
+    return jobs
+
+
+def plan_labels(
+    input_dir: str | Path,
+    out: str | Path | None = None,
+    masks_dir: str = DEFAULT_MASKS_DIR,
+    suffix: str | None = None,
+    dataset: str | None = None,
+) -> list[LabelJob]:
+    """Decide the label path of every image under ``input_dir`` (see the module docstring).
+
+    Args:
+        input_dir: a dataset folder (split sub-folders) or a folder of images.
+        out: write under this folder instead of ``<dataset>/masks/<masks_dir>``.
+        masks_dir: label folder name under ``masks/``.
+        suffix: label file suffix (default: the dataset's official one, else ``.npy``).
+        dataset: a registered dataset name: its split folders and suffix are used.
+
+    Raises:
+        DatasetError: the folder does not exist or holds no image.
+        LabelError: two images would write the same label file.
+    """
+    root = Path(input_dir).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"Image folder {root} does not exist.")
+    jobs: list[LabelJob] = []
+    if dataset is not None:
+        from bpbreid.data.datasets import get_spec
+
+        spec = get_spec(dataset)
+        suffix = suffix or spec.mask_suffix(masks_dir)
+        base = Path(out).expanduser() if out else root / "masks" / masks_dir
+        for folders in spec.splits.values():
+            for folder in folders:
+                split = root / folder.path
+                if split.is_dir():
+                    images = _images_in(split, recursive=folder.nested)
+                    jobs += _split_jobs(images, base / folder.path, suffix, True, split)
+        if not jobs:
+            raise DatasetError(
+                f"No images in the {spec.title} split folders of {root} "
+                f"(expected {', '.join(spec.split_folders())})."
+            )
+    else:
+        suffix = suffix or ".npy"
+        direct = _images_in(root, recursive=False)
+        if direct:
+            # A folder of images = one split of the dataset above it.
+            target = (
+                Path(out).expanduser() if out else root.parent / "masks" / masks_dir / root.name
+            )
+            jobs = _split_jobs(_images_in(root, recursive=True), target, suffix, False, root)
+        else:
+            base = Path(out).expanduser() if out else root / "masks" / masks_dir
+            for split in sorted(p for p in root.iterdir() if p.is_dir()):
+                if split.name == "masks" or split.name.startswith((".", "_")):
+                    continue
+                images = _images_in(split, recursive=True)
+                jobs += _split_jobs(images, base / split.name, suffix, True, split)
+        if not jobs:
+            raise DatasetError(
+                f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {root} or its sub-folders."
+            )
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.label in seen:
+            raise LabelError(
+                f"Images {seen[job.label]} and {job.image} would both write {job.label} "
+                "(same file name in two sub-folders of one split, which the official layout "
+                "flattens). Rename one of them."
+            )
+        seen[job.label] = job.image
+    return jobs
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class LabelReport:
+    """What a labelling run did.
+
+    Attributes:
+        written: label files written.
+        skipped: images whose label already existed.
+        no_person: images where the estimator found nobody.
+        failed: ``(image, reason)`` for unreadable images.
+        zeros_written: no-person images that got an all-background label.
+    """
+
+    written: list[Path] = field(default_factory=list)
+    skipped: int = 0
+    no_person: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    zeros_written: int = 0
+
+    @property
+    def attempted(self) -> int:
+        """Images that needed a label this run."""
+        return len(self.written) - self.zeros_written + len(self.no_person) + len(self.failed)
+
+    @property
+    def everything_failed(self) -> bool:
+        """No image has a label from a person: none existed and none was found this run."""
+        return self.attempted > 0 and self.skipped == 0 and len(self.written) == self.zeros_written
+
+    def summary(self, limit: int = 10) -> str:
+        lines = [
+            f"labels written: {len(self.written)} (all-background: {self.zeros_written}); "
+            f"already done: {self.skipped}; no person: {len(self.no_person)}; "
+            f"unreadable: {len(self.failed)}"
+        ]
+        if self.no_person:
+            names = ", ".join(p.name for p in self.no_person[:limit])
+            more = f" (+{len(self.no_person) - limit} more)" if len(self.no_person) > limit else ""
+            lines.append(f"no person found in: {names}{more}")
+            if self.zeros_written < len(self.no_person):
+                lines.append(
+                    "  these images have no label file: training with labels will report them "
+                    "missing; rerun with --zeros-for-missing to give them all-background "
+                    "labels, or try another --estimator."
+                )
+        for image, reason in self.failed[:limit]:
+            lines.append(f"unreadable: {image}: {reason}")
+        return "\n".join(lines)
+
+
+def save_label(path: Path, fields: np.ndarray) -> None:
+    """``np.save`` to a temporary file then rename: never a half-written label."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(fields, dtype=np.float32))
+    os.replace(tmp, path)
+
+
+def generate_labels(
+    jobs: Sequence[LabelJob],
+    estimator: object,
+    overwrite: bool = False,
+    zeros_for_missing: bool = False,
+    stride: int | None = None,
+    progress: bool = True,
+) -> LabelReport:
+    """Estimate keypoints and write one label per job.
+
+    Args:
+        jobs: from :func:`plan_labels`.
+        estimator: a pose estimator (``(image, path) -> [17, 3] | None``), see
+            :mod:`bpbreid.labels.estimators`.
+        overwrite: redo labels that exist (default: skip them).
+        zeros_for_missing: give no-person images an all-background label (default: none).
+        stride: label stride (default :func:`label_stride` of each image).
+        progress: show a tqdm bar.
+
+    Returns:
+        The :class:`LabelReport`.
+    """
+    from tqdm.auto import tqdm
+
+    from bpbreid.data.datasets import read_image
+
+    report = LabelReport()
+    todo = []
+    for job in jobs:
+        if not overwrite and job.label.is_file() and job.label.stat().st_size > 0:
+            report.skipped += 1
+        else:
+            todo.append(job)
+    for job in tqdm(todo, desc="labels", unit="img", disable=not progress, leave=False):
+        try:
+            image = read_image(job.image)
+        except DatasetError as exc:
+            report.failed.append((job.image, str(exc)))
+            continue
+        height, width = image.shape[:2]
+        size = label_size(height, width, stride)
+        keypoints = estimator(image, job.image)  # type: ignore[operator]
+        if keypoints is None or not (np.asarray(keypoints)[:, 2] > 0).any():
+            report.no_person.append(job.image)
+            if not zeros_for_missing:
+                continue
+            fields = keypoints_to_label(None, height, width, size)
+            report.zeros_written += 1
+        else:
+            fields = keypoints_to_label(keypoints, height, width, size)
+        save_label(job.label, fields)
+        report.written.append(job.label)
+    return report
