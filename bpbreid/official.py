@@ -488,6 +488,9 @@ def config_from_official(
             ),
             "test_use_target_segmentation": str(_get(bp, "test_use_target_segmentation", "none")),
             "shared_parts_id_classifier": bool(_get(bp, "shared_parts_id_classifier", False)),
+            # The official model averages mask * features over all pixels for the
+            # foreground/background embeddings (GWAP only for parts): reproduce it exactly.
+            "foreground_pooling": "masked_average",
             "masks": {
                 "dir": str(_get(bp, "masks.dir", "pifpaf_maskrcnn_filtering")),
                 "preprocess": preprocess,

@@ -350,8 +350,9 @@ class HRNetBackbone(Backbone):
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         stem, *branches = self.body(images)
         size = branches[0].shape[-2:]
+        # align_corners=True as the official HRNet-W32 model, so its checkpoints match.
         upsampled = [branches[0]] + [
-            F.interpolate(b, size=size, mode="bilinear", align_corners=False) for b in branches[1:]
+            F.interpolate(b, size=size, mode="bilinear", align_corners=True) for b in branches[1:]
         ]
         return torch.cat(upsampled, dim=1), {"stem": stem}
 
