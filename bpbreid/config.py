@@ -276,6 +276,18 @@ def _structured() -> DictConfig:
     return OmegaConf.structured(Config)
 
 
+def _without_default_loss_table(data: dict) -> DictConfig:
+    """The defaults, with an empty loss table when ``data`` brings its own.
+
+    A loss table is a whole GiLt recipe: merged onto the default table it would silently
+    keep the default terms the recipe left out.
+    """
+    node = _structured()
+    if isinstance(data.get("loss"), dict) and "weights" in data["loss"]:
+        node.loss.weights = {}
+    return node
+
+
 def _to_config(node: DictConfig) -> Config:
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, Config)
@@ -331,6 +343,8 @@ def apply_overrides(cfg: Config, overrides: list[str] | None, source: str = "ove
         key, value = _parse_override(item)
         _check_unknown(_nest(key, value), Config, "", f"override '{item}'")
         try:
+            if key == "loss.weights":  # replaces the table (see _without_default_loss_table)
+                node.loss.weights = {}
             OmegaConf.update(node, key, value, merge=True)
         except OmegaConfBaseException as exc:
             raise _describe(exc, f"override '{item}'") from None
@@ -383,10 +397,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             )
         _check_unknown(data, Config, "", source)
         try:
-            # A loss table in a file replaces the default one (it is a whole GiLt recipe).
-            if isinstance(data.get("loss"), dict) and "weights" in data["loss"]:
-                node.loss.weights = {}
-            node = OmegaConf.merge(node, data)
+            node = OmegaConf.merge(_without_default_loss_table(data), data)
         except OmegaConfBaseException as exc:
             raise _describe(exc, source) from None
     try:
@@ -405,7 +416,7 @@ def config_from_dict(data: dict) -> Config:
     """Rebuild a :class:`Config` from :func:`config_to_dict` output (e.g. from a checkpoint)."""
     _check_unknown(data, Config, "", "dict")
     try:
-        return _to_config(OmegaConf.merge(_structured(), data))
+        return _to_config(OmegaConf.merge(_without_default_loss_table(data), data))
     except OmegaConfBaseException as exc:
         raise _describe(exc, "dict") from None
 

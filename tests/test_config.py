@@ -124,3 +124,16 @@ def test_official_embedding_aliases(tmp_path: Path):
 def test_unknown_embedding_names_are_errors():
     with pytest.raises(ConfigError, match="test embedding"):
         load_config(None, ["model.bpbreid.test_embeddings=[bn_head]"])
+
+
+def test_loss_table_is_replaced_not_merged_everywhere(tmp_path: Path):
+    from bpbreid.config import EmbeddingLossWeights
+
+    cfg = Config()
+    cfg.loss.weights = {"global": EmbeddingLossWeights(id=1.0, tr=1.0)}
+    # Through a dict (checkpoints, worker processes) and through a YAML file.
+    assert list(config_from_dict(config_to_dict(cfg)).loss.weights) == ["global"]
+    assert list(load_config(save_config(cfg, tmp_path / "c.yaml")).loss.weights) == ["global"]
+    # Through an override.
+    again = load_config(None, ["loss.weights={parts: {tr: 1.0}}"])
+    assert list(again.loss.weights) == ["parts"]
