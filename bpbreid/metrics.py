@@ -27,7 +27,6 @@ Reference:
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -243,7 +242,6 @@ def _blocked_distance(
     distmat = torch.empty(n_query, n_gallery, dtype=torch.float32, device=device)
     block = torch.empty(n_parts, qc, gc, dtype=torch.float32, device=device)
     max_valid = torch.zeros((), dtype=torch.float32, device=device)
-    any_invalid = False
     for q0 in range(0, n_query, qc):
         q1 = min(q0 + qc, n_query)
         for g0 in range(0, n_gallery, gc):
@@ -253,8 +251,6 @@ def _blocked_distance(
             torch.bmm(q_aug[:, q0:q1], g_aug[:, g0:g1].transpose(1, 2), out=out)
             if metric == "euclidean":
                 out.clamp_(min=0).sqrt_()  # weighted distance sqrt(v_q v_g) ||q - g||
-            weighted_sum = out.sum(0)  # [nq, ng]
-            weight_sum = q_root[q0:q1] @ g_root[g0:g1].t()  # [nq, ng]
             if binary:
                 # Weights are 0 or 1: the block max is the largest valid distance.
                 max_valid = torch.maximum(max_valid, out.amax())
@@ -262,15 +258,13 @@ def _blocked_distance(
                 max_valid = torch.maximum(
                     max_valid, _max_valid_soft(out, q_root[q0:q1], g_root[g0:g1])
                 )
-            invalid = weight_sum <= 0
-            weighted_sum.div_(weight_sum.clamp_(min=torch.finfo(torch.float32).tiny))
-            if bool(invalid.any()):
-                any_invalid = True
-                weighted_sum.masked_fill_(invalid, math.inf)
-            distmat[q0:q1, g0:g1] = weighted_sum
-    if any_invalid:
+            weight_sum = q_root[q0:q1] @ g_root[g0:g1].t()  # [nq, ng]
+            # Weighted mean, written in place; a pair with no common embedding is 0 / 0 = NaN.
+            torch.div(out.sum(0), weight_sum, out=distmat[q0:q1, g0:g1])
+    invalid = torch.isnan(distmat)
+    if bool(invalid.any()):
         # One value for the whole matrix (not per block): larger than every valid distance.
-        distmat.masked_fill_(torch.isinf(distmat), max_valid + 1.0)
+        distmat.masked_fill_(invalid, max_valid + 1.0)
     return distmat
 
 
@@ -403,7 +397,8 @@ def _rank_block(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """First-match rank, AP and number of correct matches of each query of a block.
 
-    Only the sort touches every pair; the rest works on the (few) same-identity items.
+    Only the sort and one comparison pass touch every pair; the rest works on the (few)
+    gallery items of the query's identity.
     A gallery item with the query's identity *and* camera is removed from the list, so the
     rank of a correct match is its sorted position minus the removed items before it.
     """
@@ -523,8 +518,8 @@ def evaluate_rank(
     item of its identity is skipped (counted in ``details.num_skipped``). A query's CMC is
     1 from the rank of its first correct match on; its AP is the mean, over its correct
     matches, of the precision at each of them. Same definitions and numbers as torchreid's
-    ``evaluate_rank`` (Market/Duke path), vectorized: one sort per block of queries, then
-    work proportional to the number of same-identity items only.
+    ``evaluate_rank`` (Market/Duke path), vectorized: one sort and one comparison pass per
+    block of queries, then work proportional to the number of same-identity items only.
 
     Args:
         distmat: ``[Nq, Ng]`` distances (numpy array or tensor; a CUDA tensor is ranked on

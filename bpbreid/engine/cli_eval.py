@@ -116,4 +116,12 @@ def run(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result.flat_metrics(), indent=2))
         print(f"Metrics written to {path}")
+    if cfg.test.visrank:
+        from bpbreid.viz.ranking import save_rankings
+
+        folder = Path(cfg.train.output_dir) / "rankings"
+        saved = save_rankings(
+            result, folder, topk=cfg.test.visrank_topk, count=cfg.test.visrank_count
+        )
+        print(f"{len(list(saved))} ranking figures written to {folder} (test.visrank=true)")
     return 0

@@ -53,6 +53,7 @@ QUERY_COLOUR = "#d8dde6"
 VISIBLE_THRESHOLD = 0.5
 CELL_WIDTH = 0.95  # inches per image column
 CELL_HEIGHT = 2.35  # inches per row (image + two lines of text)
+FOOTER_HEIGHT = 0.45  # inches under the last row, for its visibility/distance labels
 SIDE_WIDTH = 2.1  # inches for the text on the right
 LEFT_WIDTH = 1.0  # inches for the rank annotation on the left
 
@@ -169,12 +170,12 @@ def plot_ranking(
     n_rows, n_cols = 1 + len(gallery), 1 + len(shown)
     width = LEFT_WIDTH + n_cols * CELL_WIDTH + SIDE_WIDTH
     header = 0.75 if title else 0.35  # inches above the first row (title, column names)
-    height = n_rows * CELL_HEIGHT + header
+    height = n_rows * CELL_HEIGHT + header + FOOTER_HEIGHT
     fig = plt.figure(figsize=(width, height), dpi=dpi)
     top = 1 - header / height
     grid = fig.add_gridspec(
         n_rows, n_cols, left=LEFT_WIDTH / width, right=1 - SIDE_WIDTH / width,
-        top=top, bottom=0.02, wspace=0.12, hspace=0.55,
+        top=top, bottom=FOOTER_HEIGHT / height, wspace=0.12, hspace=0.55,
     )  # fmt: skip
     axes = np.empty((n_rows, n_cols), dtype=object)
     for r in range(n_rows):
@@ -221,7 +222,11 @@ def _draw_row(
     # the right identity, red for a wrong one.
     first, last = axes_row[0].get_position(), axes_row[-1].get_position()
     fig_w, fig_h = fig.get_size_inches()
-    colour = QUERY_COLOUR if is_query else CORRECT_COLOUR if item.pid == query.pid else WRONG_COLOUR
+    if is_query or query.pid < 0 or item.pid < 0:
+        # Images of unknown identity (your own photos: pid -1) cannot be right or wrong.
+        colour = QUERY_COLOUR
+    else:
+        colour = CORRECT_COLOUR if item.pid == query.pid else WRONG_COLOUR
     x0, x1 = first.x0 - 0.9 * LEFT_WIDTH / fig_w, last.x1 + (SIDE_WIDTH - 0.08) / fig_w
     y0, y1 = first.y0 - 0.38 / fig_h, first.y1 + (0.22 if is_query else 0.06) / fig_h
     fig.add_artist(
