@@ -31,8 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="worst",
         help="worst | best (by average precision) | random | indices like 0,5,9 (default: worst)",
     )
-    parser.add_argument("--count", type=int, default=10, help="queries for worst/best/random")
-    parser.add_argument("--topk", type=int, default=10, help="gallery matches per figure")
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="queries for worst/best/random (default: test.visrank_count of the config)",
+    )
+    parser.add_argument(
+        "--topk",
+        type=int,
+        default=None,
+        help="gallery matches per figure (default: test.visrank_topk of the config)",
+    )
     parser.add_argument(
         "--set", dest="set_name", default="query", help="query set (query, query_holistic...)"
     )
@@ -96,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output) if args.output else checkpoint.parent / "rankings"
     try:
         paths = save_rankings(
-            result, out_dir, which=args.queries, topk=args.topk, count=args.count,
+            result, out_dir, which=args.queries,
+            topk=args.topk or cfg.test.visrank_topk, count=args.count or cfg.test.visrank_count,
             set_name=args.set_name, seed=args.seed, dpi=args.dpi,
         )  # fmt: skip
     except ValueError as exc:
