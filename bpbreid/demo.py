@@ -247,8 +247,11 @@ def plot_training_curves(configs: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def save_ranking_figures(results: dict[str, Any], out_dir: Path, count: int = 4) -> list[Path]:
-    """Ranking figures of the same occluded queries for bpbreid and global."""
+def save_ranking_figures(
+    results: dict[str, Any], out_dir: Path, count: int = 4, seed: int = 0
+) -> list[Path]:
+    """Ranking figures of the same occluded queries for bpbreid and global, in
+    ``rankings_<model>_seed<seed>/`` (earlier figures of that folder are replaced)."""
     from bpbreid.viz.ranking import save_rankings
 
     paths: list[Path] = []
@@ -266,7 +269,9 @@ def save_ranking_figures(results: dict[str, Any], out_dir: Path, count: int = 4)
         chosen = list(range(count))
     for name in ("bpbreid", "global"):
         if name in results:
-            folder = out_dir / f"rankings_{name}"
+            folder = out_dir / f"rankings_{name}_seed{seed}"
+            for stale in folder.glob("*.png"):
+                stale.unlink()
             paths += list(save_rankings(results[name], folder, which=chosen, topk=5))
     return paths
 
@@ -381,9 +386,11 @@ def run_demo(
     }
     plot_training_curves(configs, out / "training_curves.png")
     if figures:
-        save_ranking_figures(results, out)
+        save_ranking_figures(results, out, seed=seed)
     summary["total_seconds"] = round(time.time() - start, 1)
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    (out / "results.json").write_text(text)
+    (out / f"results_seed{seed}.json").write_text(text)  # kept when other seeds run
 
     print()
     print(_print_table(summary["models"]))

@@ -56,5 +56,5 @@ def test_demo_runs_end_to_end_and_writes_results(tmp_path):
     for query_set in ("occluded", "holistic"):
         assert len(vis[query_set]) == 4 and all(0.0 <= r <= 1.0 for r in vis[query_set])
     assert (out / "training_curves.png").stat().st_size > 0
-    assert list((out / "rankings_bpbreid").glob("*.png"))
-    assert list((out / "rankings_global").glob("*.png"))
+    assert list((out / "rankings_bpbreid_seed0").glob("*.png"))
+    assert list((out / "rankings_global_seed0").glob("*.png"))
