@@ -16,6 +16,9 @@ def test_demo_configs_differ_only_in_model_and_losses(tmp_path):
     assert list(configs) == list(MODELS)
     assert configs["global"].model.bpbreid.part_mode == "global"
     assert configs["global"].loss.pixel_weight == 0.0
+    assert configs["global"].loss.weights["global"].tr == 1.0
+    assert configs["global_id"].loss.weights["global"].tr == 0.0
+    assert configs["global_id"].model.bpbreid.part_mode == "global"
     assert configs["global_pixel"].model.bpbreid.part_mode == "attention"
     assert configs["global_pixel"].loss.pixel_weight == base.loss.pixel_weight
     assert configs["global_pixel"].model.bpbreid.test_embeddings == ["bn_global"]
@@ -57,4 +60,4 @@ def test_demo_runs_end_to_end_and_writes_results(tmp_path):
         assert len(vis[query_set]) == 4 and all(0.0 <= r <= 1.0 for r in vis[query_set])
     assert (out / "training_curves.png").stat().st_size > 0
     assert list((out / "rankings_bpbreid_seed0").glob("*.png"))
-    assert list((out / "rankings_global_seed0").glob("*.png"))
+    assert list((out / "rankings_global_id_seed0").glob("*.png"))
