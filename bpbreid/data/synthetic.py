@@ -1168,7 +1168,7 @@ PRESETS: dict[str, Preset] = {
     "small": Preset(
         train_ids=60, train_images=10, test_ids=40, gallery_images=5, queries=1, distractors=40
     ),
-    # the demo: the calibrated prototype's sizes (2,400 train, 1,000 gallery, 200 + 200 queries)
+    # the demo: 2,400 train, 1,000 gallery, 200 + 200 queries
     "default": Preset(
         train_ids=150, train_images=16, test_ids=100, gallery_images=9, queries=2, distractors=100
     ),
