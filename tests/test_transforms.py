@@ -180,3 +180,11 @@ def test_bad_inputs():
         transform(np.zeros((8, 4, 3), dtype=np.uint8), np.zeros((17, 4, 2), dtype=np.float32))
     with pytest.raises(ValueError, match="RGB"):
         transform(np.zeros((8, 4), dtype=np.uint8), None)
+
+
+def test_crop_padding_scales_with_the_width():
+    from bpbreid.data.transforms import crop_padding
+
+    assert crop_padding(128) == 10  # the official padding at the official width
+    assert crop_padding(32) == 2  # not a third of a 32-pixel-wide image
+    assert crop_padding(4) == 1  # never zero: the crop still moves

@@ -10,7 +10,7 @@ Order of the training pipeline (official default ``['rc', 're']``)::
     [flip + left/right field swap]          'flip' (36 fields, low resolution)
     group the 36 fields into K parts        model.bpbreid.masks.preprocess
     resize image and parts to (H, W)        bilinear
-    pad 10 px + random crop back to (H, W)  'rc'  (padding is background)
+    pad + random crop back to (H, W)        'rc'  (10 px at width 128, scaled; background)
     [colour jitter]                         'cj'  (image only)
     random erasing                          're'  (erased pixels become background)
     normalize (ImageNet mean/std)
@@ -58,7 +58,8 @@ from bpbreid.data.parsing import (
 )
 
 MASK_STRIDE = 4  # targets are at 1/4 of the image size; the pixel loss resizes to the logits
-PAD_SIZE = 10  # official random-crop padding (pixels on each side)
+PAD_SIZE = 10  # official random-crop padding (pixels on each side) at a width of 128
+PAD_REFERENCE_WIDTH = 128
 ERASE_SCALE = (0.02, 0.4)  # torchreid RandomErasing: erased area as a fraction of the image
 ERASE_RATIO = (0.3, 1 / 0.3)  # aspect ratio range of the erased rectangle
 COLOR_JITTER = {"brightness": 0.2, "contrast": 0.15, "saturation": 0.0, "hue": 0.0, "p": 0.5}
@@ -219,6 +220,15 @@ class ReIDTransform:
         return image_tensor, torch.from_numpy(targets)
 
 
+def crop_padding(width: int) -> int:
+    """Random-crop padding in pixels for images ``width`` wide.
+
+    The official 10 px are meant for 128-pixel-wide images; a 32-pixel-wide image padded by
+    10 px would shift by up to a third of its width, so the padding scales with the width.
+    """
+    return max(1, round(PAD_SIZE * width / PAD_REFERENCE_WIDTH))
+
+
 def build_transforms(cfg: Config, train: bool, seed: int | None = None) -> ReIDTransform:
     """The training or test pipeline of a configuration.
 
@@ -260,17 +270,18 @@ def build_transforms(cfg: Config, train: bool, seed: int | None = None) -> ReIDT
     )
     labels.append(f"resize {height}x{width}")
     if "rc" in names:
+        pad = crop_padding(width)
         steps += [
             A.PadIfNeeded(
-                min_height=height + 2 * PAD_SIZE,
-                min_width=width + 2 * PAD_SIZE,
+                min_height=height + 2 * pad,
+                min_width=width + 2 * pad,
                 border_mode=cv2.BORDER_CONSTANT,
                 fill=0,
                 fill_mask=0,  # padding is background
             ),
             A.RandomCrop(height, width),
         ]
-        labels.append(f"pad {PAD_SIZE} + random crop")
+        labels.append(f"pad {pad} + random crop")
     if "cj" in names:
         steps.append(A.ColorJitter(**COLOR_JITTER))
         labels.append("colour jitter")
