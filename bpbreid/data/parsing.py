@@ -221,8 +221,7 @@ PART_GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "legs_mask": _LEGS_ALL,
     },
-    # Official 'four_v': head, upper body (torso + arms), legs, feet: the split that the
-    # CPU configuration uses (a small model learns these wide horizontal bands best).
+    # Official 'four_v': head, upper body (torso + arms), legs, feet.
     "four_v": {
         "head_mask": _HEAD,
         "arms_torso_mask": (

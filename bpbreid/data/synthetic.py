@@ -83,7 +83,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from bpbreid.data.parsing import KEYPOINT_NAMES, NUM_FIELDS, render_fields
 from bpbreid.errors import DatasetError
 
-GENERATOR_VERSION = 4  # bump whenever the drawing changes: cached sets are then regenerated
+GENERATOR_VERSION = 5  # bump whenever the drawing changes: cached sets are then regenerated
 MASKS_DIR = "pifpaf_maskrcnn_filtering"  # the official label folder name
 SPLIT_FOLDERS: tuple[str, ...] = (
     "bounding_box_train",
@@ -100,6 +100,11 @@ OCCLUDER_KINDS: tuple[str, ...] = ("pedestrian", "box", "wall", "pole", "vehicle
 # Occluder mix. Other pedestrians are the most frequent and the most harmful for a global
 # embedding (their clothes are those of real identities), as in crowded street scenes.
 OCCLUDER_WEIGHTS: tuple[float, ...] = (0.35, 0.15, 0.15, 0.1, 0.15, 0.1)
+# An occluding pedestrian stands at least this far (fraction of the image width) to the side
+# of the person, as in the re-id benchmarks, where the box is centred on the person of
+# interest: a passer-by squarely in front would make "who is the person?" unanswerable.
+PEDESTRIAN_MIN_OFFSET = 0.3
+PEDESTRIAN_GROWTH = 0.35  # scale increase at full extent
 
 RGB = tuple[int, int, int]
 _SPLIT_CODE = {"bounding_box_train": 1, "bounding_box_test": 2, "query": 3, "query_holistic": 3}
@@ -809,8 +814,11 @@ def _draw_occluder(
     color = p["color"]
     e = float(np.clip(extent, 0.0, 1.0))
     if plan.kind == "pedestrian":
-        ph = person_height * p["scale"]
-        offset = p["side"] * (1.0 - e) * 0.95 * W
+        # Closer to the camera (larger) as it hides more: beside the person it can then
+        # still hide up to about half of the body.
+        ph = person_height * p["scale"] * (1.0 + PEDESTRIAN_GROWTH * e)
+        span = 0.95 - PEDESTRIAN_MIN_OFFSET
+        offset = p["side"] * (PEDESTRIAN_MIN_OFFSET + (1.0 - e) * span) * W
         top = H - ph * 0.98 + p["drop"] * H
         rng = np.random.default_rng([seed, 400, p["pid"]])
         _draw_person_on(
