@@ -68,6 +68,7 @@ def model_configs(base: Any, output_dir: Path, seed: int) -> dict[str, Any]:
         cfg.data.synthetic.seed = seed
         cfg.train.output_dir = str(output_dir / f"{name}_seed{seed}")
         cfg.train.loggers = ["csv"]
+        cfg.train.eval_freq = 0  # evaluated once, after training
         cfg.loss.preset = None
         if name != "bpbreid":
             # One global embedding: identity + triplet losses as BoT (`global`), or identity

@@ -42,7 +42,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import albumentations as A
+# albumentations checks PyPI for a newer version on import, in every data-loading worker
+# (seconds each offline); the check is not needed here.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 import torch
