@@ -104,7 +104,7 @@ def test_cpu_config_is_the_documented_shrink():
     assert (cfg.data.height, cfg.data.width) == (64, 32)
     assert cfg.model.backbone == "resnet18_half" and bp.last_stride == 1
     assert (bp.masks.preprocess, bp.masks.parts_num, bp.head) == ("four", 4, "3x3_stride4")
-    assert cfg.loss.pixel_weight == 5.0 and cfg.loss.triplet_soft_margin
+    assert cfg.loss.pixel_weight == 20.0 and cfg.loss.triplet_soft_margin
     assert cfg.train.max_steps == 1500  # the budget the README's demo table was measured with
     assert (cfg.train.lr, cfg.train.lr_scheduler) == (1e-3, "cosine")
     assert cfg.data.name == "synthetic" and cfg.data.synthetic.preset == "default"

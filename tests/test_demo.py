@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from bpbreid.demo import MODELS, model_configs, run_demo
+from bpbreid.demo import CONTROL_MAX_PIXEL_WEIGHT, MODELS, model_configs, run_demo
 
 
 def test_demo_configs_differ_only_in_model_and_losses(tmp_path):
@@ -20,7 +20,10 @@ def test_demo_configs_differ_only_in_model_and_losses(tmp_path):
     assert configs["global_id"].loss.weights["global"].tr == 0.0
     assert configs["global_id"].model.bpbreid.part_mode == "global"
     assert configs["global_pixel"].model.bpbreid.part_mode == "attention"
-    assert configs["global_pixel"].loss.pixel_weight == base.loss.pixel_weight
+    assert configs["global_pixel"].loss.pixel_weight == min(
+        base.loss.pixel_weight, CONTROL_MAX_PIXEL_WEIGHT
+    )
+    assert 0 < configs["global_pixel"].loss.pixel_weight <= configs["bpbreid"].loss.pixel_weight
     assert configs["global_pixel"].model.bpbreid.test_embeddings == ["bn_global"]
     # Same budget, data and optimizer for all three.
     for cfg in configs.values():
@@ -28,6 +31,30 @@ def test_demo_configs_differ_only_in_model_and_losses(tmp_path):
         assert cfg.train.seed == 3 and cfg.data.synthetic.seed == 3
         diff = config_diff(cfg, configs["bpbreid"])
         assert not any(k.startswith(("data.", "train.optim", "train.lr")) for k in diff)
+
+
+def test_label_visibility_tells_hidden_parts_from_small_ones(tmp_path):
+    """A part with no label pixel is hidden; one that only loses the argmax at the model's
+    resolution is neither visible nor hidden; a large one is visible."""
+    import numpy as np
+
+    from bpbreid.config import load_config
+    from bpbreid.data.parsing import _GROUPING_INDICES, NUM_FIELDS
+    from bpbreid.demo import label_visibility
+
+    cfg = load_config("synthetic_cpu")  # 64x32 images, part maps at 16x8, labels at 32x16
+    head, arms, torso, legs = (set(map(int, idx)) for idx in _GROUPING_INDICES["four"])
+    # one field that belongs to that part only (groups share the shoulder and hip fields)
+    head, arms, torso = min(head - arms - torso), min(arms - torso), min(torso - arms - legs)
+    fields = np.zeros((NUM_FIELDS, 32, 16), dtype=np.float32)
+    fields[torso, 8:20, 4:12] = 1.0  # a large torso
+    fields[head, 2, 8] = 1.0  # one label pixel: a quarter of a part-map cell
+    fields[arms, 10:14, 2:4] = 1.0  # arms beside the torso
+    path = tmp_path / "label.npy"
+    np.save(path, fields)  # the legs stay empty: hidden
+    visible, hidden = label_visibility(str(path), cfg)
+    assert visible == [False, True, True, False]
+    assert hidden == [False, False, False, True]
 
 
 @pytest.mark.slow
@@ -58,6 +85,9 @@ def test_demo_runs_end_to_end_and_writes_results(tmp_path):
     assert len(vis["parts"]) == 4  # synthetic_cpu uses K = 4 parts
     for query_set in ("occluded", "holistic"):
         assert len(vis[query_set]) == 4 and all(0.0 <= r <= 1.0 for r in vis[query_set])
+        assert len(vis["labels"][query_set]) == 4
+        assert 0.0 <= vis["labels"][f"{query_set}_visible_seen_as_visible"] <= 1.0
+    assert vis["labels"]["holistic_hidden_parts"] == 0  # no occluder, nothing hidden
     assert (out / "training_curves.png").stat().st_size > 0
     assert list((out / "rankings_bpbreid_seed0").glob("*.png"))
     assert list((out / "rankings_global_id_seed0").glob("*.png"))
