@@ -17,7 +17,7 @@ import os
 import time
 
 from bpbreid.config import apply_overrides, copy_config, load_config
-from bpbreid.demo import evaluate_run, train_all
+from bpbreid.demo import clear_runs, evaluate_run, train_all
 from bpbreid.losses import LOSS_PRESETS
 from bpbreid.notebook import find_repo_root
 
@@ -46,6 +46,7 @@ def main() -> None:
         configs[preset] = apply_overrides(cfg, [])
     start = time.time()
     processes = args.processes or min(len(configs), os.cpu_count() or 1)
+    clear_runs(configs.values())  # earlier runs' files would read as progress
     train_all(configs, processes=processes)
     rows = []
     for preset, cfg in configs.items():

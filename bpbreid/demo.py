@@ -107,6 +107,18 @@ def _count_steps(folder: Path) -> int:
         return 0
 
 
+def clear_runs(configs: Any) -> None:
+    """Remove the checkpoints and logs of earlier runs in these configurations' folders.
+
+    Each demo or ablation run trains from scratch; the progress bar counts the rows of each
+    run's ``steps.csv``, so an earlier run's files would read as progress (and its
+    ``model.pth`` as a result if a training failed) until the new run replaces them.
+    """
+    for cfg in configs:
+        for stale in ("last.pth", "model.pth", "steps.csv", "metrics.csv"):
+            (Path(cfg.train.output_dir) / stale).unlink(missing_ok=True)
+
+
 def train_all(configs: dict[str, Any], processes: int, progress: bool = True) -> dict[str, Any]:
     """Train the configurations as parallel single-threaded processes, with one bar."""
     from tqdm.auto import tqdm
@@ -394,10 +406,7 @@ def run_demo(
 
     start = time.time()
     build_dataset_from_config(base)  # generate (or reuse) the synthetic set first
-    for cfg in configs.values():
-        # Each run starts from scratch: a finished run from an earlier demo is replaced.
-        for stale in ("last.pth", "model.pth", "steps.csv", "metrics.csv"):
-            (Path(cfg.train.output_dir) / stale).unlink(missing_ok=True)
+    clear_runs(configs.values())
     train_start = time.time()
     train_all(configs, processes=workers, progress=progress)
     train_seconds = time.time() - train_start
