@@ -11,7 +11,8 @@ budget and evaluated on occluded and holistic queries:
   how much of the gain is multi-task supervision rather than part matching.
 
 Everything lands in ``outputs/demo/``: ``results.json``, ``training_curves.png``, ranking
-figures of occluded queries for ``bpbreid`` and ``global``, and each run's folder.
+figures of the same occluded queries for ``bpbreid``, ``global`` and ``global_id``, and each
+run's folder.
 On a CPU the ``synthetic_cpu`` configuration is used, on CUDA ``synthetic_gpu``.
 """
 
@@ -288,8 +289,9 @@ def plot_training_curves(configs: dict[str, Any], path: Path) -> Path:
 def save_ranking_figures(
     results: dict[str, Any], out_dir: Path, count: int = 4, seed: int = 0
 ) -> list[Path]:
-    """Ranking figures of the same occluded queries for bpbreid and a global baseline, in
-    ``rankings_<model>_seed<seed>/`` (earlier figures of that folder are replaced)."""
+    """Ranking figures of the same occluded queries for bpbreid and the global baselines
+    (``global``, ``global_id``), in ``rankings_<model>_seed<seed>/`` (earlier figures of that
+    folder are replaced)."""
     from bpbreid.viz.ranking import save_rankings
 
     paths: list[Path] = []
@@ -307,8 +309,8 @@ def save_ranking_figures(
         chosen = [i for i in range(len(first)) if first[i] == 0 and other[i] != 0][:count]
     if not chosen:
         chosen = list(range(count))
-    for name in ("bpbreid", baseline):
-        if name is not None and name in results:
+    for name in ("bpbreid", "global", "global_id"):
+        if name in results:
             folder = out_dir / f"rankings_{name}_seed{seed}"
             for stale in folder.glob("*.png"):
                 stale.unlink()

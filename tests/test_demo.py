@@ -91,3 +91,4 @@ def test_demo_runs_end_to_end_and_writes_results(tmp_path):
     assert (out / "training_curves.png").stat().st_size > 0
     assert list((out / "rankings_bpbreid_seed0").glob("*.png"))
     assert list((out / "rankings_global_id_seed0").glob("*.png"))
+    assert list((out / "rankings_global_seed0").glob("*.png"))
