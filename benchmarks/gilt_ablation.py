@@ -42,6 +42,7 @@ def main() -> None:
         cfg.name = f"gilt_{preset}"
         cfg.loss.preset = preset
         cfg.train.loggers = ["csv"]
+        cfg.train.test_at_end = False  # evaluate_run below evaluates each model once
         cfg.train.output_dir = str(root / args.output_dir / preset)
         configs[preset] = apply_overrides(cfg, [])
     start = time.time()

@@ -174,6 +174,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: int = 10
     eval_freq: int = 0  # evaluate every N epochs; 0 = only at the end
+    test_at_end: bool = True  # evaluate the final model on the test sets
     validation_ids: int = 0  # carve this many training ids into a validation split
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | bf16 | fp16 | off
     channels_last: bool | None = None  # None: on CUDA only

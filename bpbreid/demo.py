@@ -74,7 +74,10 @@ def model_configs(base: Any, output_dir: Path, seed: int) -> dict[str, Any]:
         cfg.data.synthetic.seed = seed
         cfg.train.output_dir = str(output_dir / f"{name}_seed{seed}")
         cfg.train.loggers = ["csv"]
-        cfg.train.eval_freq = 0  # evaluated once, after training
+        # Evaluated once, by evaluate_run after training (which keeps the details the
+        # rankings and visibility rates need), not also by the trainer.
+        cfg.train.eval_freq = 0
+        cfg.train.test_at_end = False
         cfg.loss.preset = None
         if name != "bpbreid":
             # One global embedding: identity + triplet losses as BoT (`global`), or identity

@@ -28,6 +28,7 @@ def test_demo_configs_differ_only_in_model_and_losses(tmp_path):
     # Same budget, data and optimizer for all three.
     for cfg in configs.values():
         assert cfg.train.max_steps == base.train.max_steps
+        assert not cfg.train.test_at_end  # the demo evaluates each model once, itself
         assert cfg.train.seed == 3 and cfg.data.synthetic.seed == 3
         diff = config_diff(cfg, configs["bpbreid"])
         assert not any(k.startswith(("data.", "train.optim", "train.lr")) for k in diff)

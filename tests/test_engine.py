@@ -307,6 +307,15 @@ def test_run_parallel_trains_each_config_in_its_own_process(tmp_path, data_root)
         run_parallel([configs[0], configs[0]])
 
 
+def test_test_at_end_false_skips_the_final_evaluation(tmp_path, data_root):
+    cfg = synthetic_cfg(data_root, tmp_path / "run", "train.max_steps=2", "train.test_at_end=false")
+    trainer = Trainer(cfg, progress=False)
+    state = trainer.fit()
+    assert trainer.test_result is None
+    assert not any(k.startswith("test/") for k in state.final_metrics)
+    assert (tmp_path / "run" / "model.pth").is_file()  # the model is still saved
+
+
 def test_training_benchmark_runs_tiny(capsys):
     import argparse
 

@@ -710,7 +710,7 @@ class Trainer:
             # Model selection on the validation split, never on the test set.
             load_model_weights(self.model, read_checkpoint(best)["model"], str(best))
             final["selected_epoch"] = float(self.state.best_epoch)
-        if self._has_test_sets():
+        if self.cfg.train.test_at_end and self._has_test_sets():
             self.test_result = self.evaluate()
             final.update(flatten_metrics(self.test_result, "test/"))
         self.state.final_metrics = final
