@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A PyTorch wheel with CUDA libraries takes about 6.5 GB in the venv; a full disk is the
+# usual reason the first install fails, so say how much room there is when it does.
+DISK_HINT := echo "Installing into $(VENV) failed. It needs about 7 GB of free disk; free here:" >&2; \
+	df -h . >&2
 
 .PHONY: help install demo test lint format unit notebooks-test notebooks lab bench clean
 
@@ -16,8 +20,8 @@ help:
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "torch>=2.1" "torchvision>=0.16"
-	$(BIN)/python -m pip install --quiet -e ".[lab,dev,download]"
+	$(BIN)/python -m pip install --quiet "torch>=2.1" "torchvision>=0.16" || { $(DISK_HINT); exit 1; }
+	$(BIN)/python -m pip install --quiet -e ".[lab,dev,download]" || { $(DISK_HINT); exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
