@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # A PyTorch wheel with CUDA libraries takes about 6.5 GB in the venv; a full disk is the
 # usual reason the first install fails, so say how much room there is when it does.
-DISK_HINT := echo "Installing into $(VENV) failed. It needs about 7 GB of free disk; free here:" >&2; \
+DISK_HINT := echo "Installing into $(VENV) failed (pip says why above); it needs about 7 GB of free disk, and here:" >&2; \
 	df -h . >&2
 
 .PHONY: help install demo test lint format unit notebooks-test notebooks lab bench clean
