@@ -196,7 +196,12 @@ def label_visibility(mask_path: str, cfg: Any) -> Any:
     )
     labels = hard_labels(targets)
     visible = [bool((labels == k + 1).any()) for k in range(parts.shape[0])]
-    hidden = [not bool((part > masks.mask_filtering_threshold).any()) for part in parts]
+    # Exclusive by construction: with the 'sum' background two overlapping weak parts can win
+    # the argmax without any label pixel above the threshold.
+    hidden = [
+        not seen and not bool((part > masks.mask_filtering_threshold).any())
+        for seen, part in zip(visible, parts, strict=True)
+    ]
     return visible, hidden
 
 

@@ -57,6 +57,17 @@ def test_label_visibility_tells_hidden_parts_from_small_ones(tmp_path):
     assert visible == [False, True, True, False]
     assert hidden == [False, False, False, True]
 
+    # With the 'sum' background, two weak overlapping parts (0.4 each, below the 0.5 mask
+    # threshold) beat the background (1 - 0.8): visible, so not hidden.
+    weak = np.zeros_like(fields)
+    weak[arms, 10:14, 2:6] = 0.4
+    weak[torso, 10:14, 2:6] = 0.4
+    np.save(path, weak)
+    cfg.model.bpbreid.masks.background_computation_strategy = "sum"
+    visible, hidden = label_visibility(str(path), cfg)
+    assert visible[1] or visible[2]
+    assert not any(v and h for v, h in zip(visible, hidden))
+
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_writes_results(tmp_path):
