@@ -51,6 +51,7 @@ import torch
 
 from bpbreid.config import Config, ConfigError, config_from_dict, config_to_dict
 from bpbreid.errors import CheckpointError, DownloadError
+from bpbreid.serialization import check_not_torchscript
 
 # --------------------------------------------------------------------------------------
 # The stand-in for yacs' CfgNode
@@ -197,6 +198,9 @@ def restricted_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
             "bpbreid.official.download_official_checkpoint('market1501') or "
             "`python -m bpbreid infer --official market1501 ...`."
         )
+    # torch.load would hand a TorchScript archive to torch.jit.load, which runs the
+    # archive's own code whatever pickle_module says: refuse those before opening.
+    check_not_torchscript(p)
     try:
         return torch.load(
             p, map_location=map_location, pickle_module=restricted_pickle, weights_only=False

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from bpbreid.errors import CheckpointError
+from bpbreid.serialization import check_not_torchscript
 
 from .state import EngineState
 
@@ -154,6 +155,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"Checkpoint '{path}' not found.{hint} Train one with `python -m bpbreid train`."
         )
+    check_not_torchscript(path)  # refused with its own message, before torch opens it
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # every load failure becomes one clear error

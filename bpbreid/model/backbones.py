@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from bpbreid.config import ConfigError
 from bpbreid.errors import CheckpointError
+from bpbreid.serialization import check_not_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -461,6 +462,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             "Point model.pretrained_path at a downloaded .pth file, or set "
             "model.pretrained=false to start from random weights."
         )
+    check_not_torchscript(p)
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, or pickled objects beyond plain tensors
