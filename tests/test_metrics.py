@@ -399,6 +399,101 @@ def test_re_ranking_puts_a_duplicate_at_distance_zero_and_keeps_clusters():
     assert cmc[0] == 1.0 and mAP == pytest.approx(1.0)
 
 
+# A fixed problem: 3 queries and 7 gallery points in the plane, plain euclidean distances.
+# The expected outputs are those of the published reference implementation (Zhong et al.,
+# CVPR 2017; float32 as in torchreid's utils/rerank.py), printed to 6 decimals.
+RERANK_QUERIES = np.array([[0.0, 0.0], [3.0, 1.0], [0.5, 2.5]])
+RERANK_GALLERY = np.array(
+    [[0.2, 0.1], [2.8, 1.3], [0.4, 2.2], [1.5, 1.5], [3.3, 0.6], [-0.3, 0.4], [0.9, 2.9]]
+)
+RERANK_REFERENCE = {
+    (3, 2, 0.3): [
+        [0.001333, 0.954133, 0.833333, 0.82, 1.0, 0.015101, 0.945867],
+        [0.930667, 0.003467, 0.876963, 0.677647, 0.148188, 1.0, 0.872973],
+        [0.853275, 0.834628, 0.00262, 0.254858, 1.0, 0.832314, 0.150774],
+    ],
+    (4, 1, 0.3): [
+        [0.005404, 0.954133, 0.773132, 0.82, 1.0, 0.242468, 0.945867],
+        [0.930667, 0.346203, 0.918667, 0.693664, 0.023435, 1.0, 0.863847],
+        [0.853275, 0.740924, 0.194039, 0.328379, 1.0, 0.753436, 0.173145],
+    ],
+}
+
+
+def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("k1, k2, lambda_value", sorted(RERANK_REFERENCE))
+def test_re_ranking_gives_the_reference_outputs_on_a_fixed_problem(k1, k2, lambda_value):
+    q, g = RERANK_QUERIES, RERANK_GALLERY
+    out = re_ranking(
+        _euclidean(q, g),
+        _euclidean(q, q),
+        _euclidean(g, g),
+        k1=k1,
+        k2=k2,
+        lambda_value=lambda_value,
+    )
+    np.testing.assert_allclose(out, RERANK_REFERENCE[(k1, k2, lambda_value)], atol=2e-6)
+
+
+def test_re_ranking_mixes_with_the_row_scaled_squared_distance():
+    # Query 0 and gallery item 1 share no k-reciprocal neighbour: d_J = 1, and the rest is
+    # lambda * d*, with d* = squared distance over the largest squared distance of query 0's
+    # row (all 10 items): 1 - lambda + lambda * |q0 - g1|^2 / |q0 - g4|^2.
+    q, g = RERANK_QUERIES, RERANK_GALLERY
+    out = re_ranking(_euclidean(q, g), _euclidean(q, q), _euclidean(g, g), k1=3, k2=2)
+    squared = ((q[0] - g[1]) ** 2).sum() / ((q[0] - g[4]) ** 2).sum()  # 9.53 / 11.25
+    assert out[0, 1] == pytest.approx(0.7 + 0.3 * squared, abs=1e-6)
+    # The farthest item of the row: d* = 1 and d_J = 1, so exactly 1.
+    assert out[0, 4] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_re_ranking_expands_only_on_strictly_more_than_two_thirds():
+    # Six points on a line, k1 = 3 (k1/2 rounds to 2), query = the point at 8.7. One
+    # candidate's half-set overlaps R(query, 3) in exactly 2 of 3 items: 2/3, not more, so
+    # its third item (the point at 6.0) stays out of R*(query). Recomputed here from the
+    # definitions with sets and compared through the Jaccard distance (lambda = 0, no
+    # query expansion); accepting at exactly 2/3 would add the point at 6.0.
+    xs = [8.7, 2.9, 6.0, 7.8, 7.2, 9.2]
+    points = np.array([[x, 0.0] for x in xs])
+    q, g = points[:1], points[1:]
+    out = re_ranking(
+        _euclidean(q, g), _euclidean(q, q), _euclidean(g, g), k1=3, k2=1, lambda_value=0.0
+    )
+    d = _euclidean(points, points).astype(np.float64) ** 2
+    d = (d / d.max(axis=0, keepdims=True)).T  # row i: squared distances over their max
+
+    def neighbours(i: int, k: int) -> set[int]:
+        return set(np.argsort(d[i])[: k + 1].tolist())
+
+    def reciprocal(i: int, k: int) -> set[int]:
+        return {j for j in neighbours(i, k) if i in neighbours(j, k)}
+
+    def expanded(i: int) -> set[int]:
+        base = reciprocal(i, 3)
+        out_set = set(base)
+        for c in base:
+            half = reciprocal(c, 2)
+            if len(half & base) > 2 / 3 * len(half):
+                out_set |= half
+        return out_set
+
+    def encoding(i: int) -> np.ndarray:
+        v = np.zeros(len(xs))
+        members = sorted(expanded(i))
+        v[members] = np.exp(-d[i, members])
+        return v / v.sum()
+
+    assert expanded(0) == {0, 3, 4, 5}  # the point at 6.0 (index 2) stays out
+    v = [encoding(i) for i in range(len(xs))]
+    expected = [
+        1 - np.minimum(v[0], v[j]).sum() / np.maximum(v[0], v[j]).sum() for j in range(1, 6)
+    ]
+    np.testing.assert_allclose(out[0], expected, atol=1e-6)
+
+
 def test_re_ranking_rejects_mismatched_shapes():
     qg, qq, gg, _, _ = _clustered_distances()
     with pytest.raises(ValueError, match="g_g_dist"):
