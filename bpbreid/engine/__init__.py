@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "load_checkpoint": "bpbreid.engine.checkpoint",
     "read_checkpoint": "bpbreid.engine.checkpoint",
     "atomic_save": "bpbreid.engine.checkpoint",
+    "RunLock": "bpbreid.engine.lock",
+    "TrainingWarning": "bpbreid.engine.health",
     "build_optimizer": "bpbreid.engine.optim",
     "build_scheduler": "bpbreid.engine.optim",
     "build_loggers": "bpbreid.engine.loggers",

@@ -14,14 +14,17 @@ Files are written to a temporary file in the same folder, flushed to disk (fsync
 renamed over the target with ``os.replace``: a crash mid-write leaves the previous
 checkpoint intact, never a half-written one.
 
+Weights holding inf/NaN are never written (the previous, good file stays) and never
+loaded: a diverged run's infinite BatchNorm variances would otherwise evaluate to
+meaningless numbers with exit code 0.
+
 Reference: the official BPBReID checkpoints (``state_dict`` plus a pickled yacs config)
 need a full unpickler; they are not this format.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from torch import nn
 from bpbreid.errors import CheckpointError
 from bpbreid.serialization import check_not_torchscript
 
+from .files import atomic_write
 from .state import EngineState
 
 FORMAT = "bpbreid-checkpoint"
@@ -56,37 +60,38 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     ``os.replace`` (atomic on POSIX and Windows). On any error the temporary file is
     removed and the previous ``path`` is untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself (POSIX); silently skipped where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def non_finite_entries(weights: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding inf or NaN, with what they hold.
+
+    A diverged training can keep a finite loss for a while with infinite BatchNorm
+    running variances; such weights evaluate to garbage without any error, so they are
+    refused on saving and on loading.
+
+    Returns:
+        e.g. ``["bn1.running_var (12 inf)", "fc.weight (3 NaN, 1 inf)"]``; empty when all
+        values are finite.
+    """
+    found = []
+    for name, value in weights.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        finite = torch.isfinite(value)
+        if bool(finite.all()):
+            continue
+        nan = int(torch.isnan(value).sum())
+        inf = int((~finite).sum()) - nan
+        counts = ", ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "inf")) if n)
+        found.append(f"{name} ({counts})")
+    return found
+
+
+def describe_entries(entries: list[str], limit: int = 5) -> str:
+    """The first ``limit`` entries and how many more there are."""
+    more = f" (+{len(entries) - limit} more)" if len(entries) > limit else ""
+    return ", ".join(entries[:limit]) + more
 
 
 def save_checkpoint(
@@ -114,16 +119,29 @@ def save_checkpoint(
 
     Returns:
         The path written.
+
+    Raises:
+        CheckpointError: a parameter or buffer of the model holds inf/NaN; nothing is
+            written, so the previous file at ``path`` (the last good one) is kept.
     """
     from bpbreid.config import config_to_dict
 
     plain = unwrap_model(model)
     if num_classes is None:
         num_classes = getattr(plain, "num_classes", None)
+    weights = {k: v.detach().cpu() for k, v in plain.state_dict().items()}
+    bad = non_finite_entries(weights)
+    if bad:
+        kept = "the previous file is kept" if Path(path).is_file() else "nothing was written"
+        raise CheckpointError(
+            f"Not writing '{path}' ({kept}): the model holds non-finite values (inf/NaN) in "
+            f"{describe_entries(bad)}. The training diverged: lower train.lr (or set "
+            "train.amp=off) and resume from the last good checkpoint."
+        )
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
+        "model": weights,
         "num_classes": None if num_classes is None else int(num_classes),
         "config": cfg if isinstance(cfg, dict) else config_to_dict(cfg),
         "state": state.to_dict() if state is not None else None,
@@ -177,7 +195,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` with a readable error for missing, unexpected or mis-shaped keys."""
+    """``load_state_dict`` with a readable error for missing, unexpected or mis-shaped keys.
+
+    Weights holding inf/NaN are refused: they load without complaint and then evaluate to
+    garbage (a diverged run's BatchNorm variances), which an exit code 0 would hide.
+    """
     target = unwrap_model(model)
     expected = target.state_dict()
     missing = [k for k in expected if k not in weights]
@@ -187,6 +209,14 @@ def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], sourc
         for k in expected
         if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)
     ]
+    bad = non_finite_entries(weights)
+    if bad:
+        raise CheckpointError(
+            f"Checkpoint '{source}' holds non-finite weights (inf/NaN) in "
+            f"{describe_entries(bad)}: the training that wrote it diverged, and a model with "
+            "these weights gives meaningless results. Use an earlier checkpoint, or train "
+            "again with a lower train.lr."
+        )
     if missing or unexpected or mis_shaped:
         lines = []
         for title, items in (

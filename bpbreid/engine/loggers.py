@@ -7,7 +7,7 @@ metrics)`` (per epoch: mean losses, learning rate, evaluation results) and ``clo
 
 * ``console``: a tqdm bar with the loss components and images/s, one line per epoch;
 * ``csv``: ``metrics.csv`` (one row per epoch) and ``steps.csv`` (one row per step) in the
-  output folder;
+  output folder; rewrites are atomic and a resumed run never logs a row twice;
 * ``tensorboard``: optional, needs ``pip install tensorboard`` (imported only when chosen);
 * ``wandb``: optional Weights & Biases, needs ``pip install wandb`` (imported only when
   chosen; ``WANDB_MODE=offline`` works without an account).
@@ -16,6 +16,7 @@ metrics)`` (per epoch: mean losses, learning rate, evaluation results) and ``clo
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 from collections.abc import Iterable
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bpbreid.config import ConfigError
+
+from .files import atomic_write_text
 
 LOGGERS = ("console", "csv", "tensorboard", "wandb")
 
@@ -154,43 +157,94 @@ class ConsoleLogger(Logger):
 
 
 class _CsvTable:
-    """A CSV file whose header grows when new keys appear (rewritten then; files are small)."""
+    """A CSV file with one row per ``key`` value (step or epoch), safe against kills.
 
-    def __init__(self, path: Path, key: str, keep_up_to: int | None) -> None:
+    The header grows when new keys appear; the file is then rewritten (files are small).
+    Every rewrite is atomic (temporary file, fsync, rename): a process killed while the
+    history is rewritten leaves the previous file, never an empty one. Plain rows are
+    appended and flushed one by one.
+
+    Rows are idempotent: logging a ``key`` value that is already in the table (a resumed
+    run repeating its last epoch) replaces that row and drops any after it, so no row is
+    ever there twice.
+
+    Args:
+        path: the CSV file.
+        key: the column that orders the rows (``"step"`` or ``"epoch"``).
+        keep_up_to: when resuming, keep the existing rows with ``key <= keep_up_to`` (the
+            ones the checkpoint has seen); ``None`` starts a new, empty table.
+    """
+
+    def __init__(self, path: Path, key: str, keep_up_to: int | float | None) -> None:
         self.path = path
         self.key = key
         self.fieldnames: list[str] = []
         self.rows: list[dict[str, Any]] = []
         if path.is_file() and keep_up_to is not None:
             # A resumed run continues the table: rows logged after its checkpoint are dropped.
-            with path.open(newline="") as handle:
-                reader = csv.DictReader(handle)
-                self.fieldnames = list(reader.fieldnames or [])
-                for row in reader:
-                    try:
-                        if float(row.get(key) or math.inf) <= keep_up_to:
-                            self.rows.append(row)
-                    except ValueError:
-                        continue
+            self.fieldnames, rows = _read_rows(path)
+            for row in rows:
+                value = self._value(row)
+                if value is not None and value <= keep_up_to:
+                    self._add(row, value)
         self._rewrite()
+
+    def _value(self, row: dict[str, Any]) -> float | None:
+        try:
+            value = float(row.get(self.key))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        return None if math.isnan(value) else value
+
+    def _before(self, row: dict[str, Any], value: float) -> bool:
+        own = self._value(row)
+        return own is None or own < value
+
+    def _add(self, row: dict[str, Any], value: float) -> bool:
+        """Add ``row`` in memory; True when rows at or after its ``key`` were replaced."""
+        last = self._value(self.rows[-1]) if self.rows else None
+        replaced = last is not None and value <= last
+        if replaced:
+            self.rows = [r for r in self.rows if self._before(r, value)]
+        self.rows.append(row)
+        return replaced
 
     def append(self, row: dict[str, Any]) -> None:
         new = [k for k in row if k not in self.fieldnames]
-        self.rows.append(row)
-        if new:
+        value = self._value(row)
+        if value is None:
+            self.rows.append(row)
+            replaced = False
+        else:
+            replaced = self._add(row, value)
+        if new or replaced:
             self.fieldnames.extend(new)
             self._rewrite()
             return
         with self.path.open("a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=self.fieldnames).writerow(row)
+            handle.flush()
 
     def _rewrite(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
-            if self.fieldnames:
-                writer.writeheader()
-            writer.writerows(self.rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=self.fieldnames)
+        if self.fieldnames:
+            writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Header and complete rows of a CSV file.
+
+    A row with fewer fields than the header is the last line of a run killed mid-append
+    (every rewrite gives each row every column): it is left out.
+    """
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fieldnames = list(reader.fieldnames or [])
+        rows = [row for row in reader if None not in row.values() and None not in row]
+    return fieldnames, rows
 
 
 class CSVLogger(Logger):

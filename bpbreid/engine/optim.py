@@ -12,6 +12,7 @@ x0.1 at epochs 40 and 70, linear warmup); the warmup follows the re-id "bag of t
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -21,6 +22,10 @@ from bpbreid.config import ConfigError, TrainConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("multi_step", "cosine", "constant")
+# The train.* keys that shape the optimizer and the learning-rate schedule: a resumed run
+# follows their current values, not the ones stored with the checkpoint.
+OPTIMIZER_KEYS = ("optim", "lr", "weight_decay")
+SCHEDULE_KEYS = ("lr_scheduler", "stepsize", "gamma", "warmup_epochs", "max_epoch", "max_steps")
 WARMUP_START_FACTOR = 0.01  # warmup starts at 1% of the learning rate
 COSINE_FINAL_FACTOR = 0.01  # cosine ends at 1% of the learning rate
 
@@ -123,3 +128,80 @@ def load_scheduler_state(scheduler: Any, state: dict[str, Any]) -> None:
     state = dict(state)
     state["lr_lambdas"] = [None] * len(state.get("lr_lambdas") or [None])
     scheduler.load_state_dict(state)
+
+
+def changed_settings(
+    stored_train: Mapping[str, Any] | None, train: TrainConfig
+) -> dict[str, tuple[Any, Any]]:
+    """The optimizer/schedule keys whose value differs from the checkpoint's config.
+
+    Args:
+        stored_train: the ``train`` section of the checkpoint's config (a plain dict);
+            ``None`` when the checkpoint has none (nothing is reported then).
+        train: the current settings.
+
+    Returns:
+        ``{"train.lr": (stored, current), ...}`` in :data:`OPTIMIZER_KEYS` +
+        :data:`SCHEDULE_KEYS` order.
+    """
+    if not isinstance(stored_train, Mapping):
+        return {}
+    changes: dict[str, tuple[Any, Any]] = {}
+    for key in OPTIMIZER_KEYS + SCHEDULE_KEYS:
+        if key not in stored_train:
+            continue
+        before, now = stored_train[key], getattr(train, key)
+        if not _same(before, now):
+            changes[f"train.{key}"] = (before, now)
+    return changes
+
+
+def apply_current_settings(optimizer: torch.optim.Optimizer, scheduler: Any) -> list[str]:
+    """After restoring stored states, make the current configuration's settings rule.
+
+    ``Optimizer.load_state_dict`` brings back the stored hyperparameters of every group
+    (learning rate, weight decay, betas...) and ``LambdaLR`` the stored base learning
+    rates, so a run resumed with a lower ``train.lr`` would keep stepping at the old rate
+    and diverge again. The optimizer's ``defaults`` still hold the values the current
+    config built it with: they are copied into every group, the scheduler's base rates
+    follow, and the learning rate of the current step is recomputed from the current
+    schedule. Values that already agree are left untouched, so an unchanged config resumes
+    bit for bit.
+
+    Returns:
+        The hyperparameters that were changed (e.g. ``["lr", "weight_decay"]``).
+    """
+    changed: list[str] = []
+    defaults = optimizer.defaults
+    for group in optimizer.param_groups:
+        for key, value in defaults.items():
+            if key in ("lr", "params"):
+                continue
+            if key not in group or not _same(group[key], value):
+                group[key] = value
+                changed.append(key)
+        if group.get("initial_lr") != defaults["lr"]:
+            group["initial_lr"] = defaults["lr"]
+            changed.append("lr")
+    scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+    step = scheduler.last_epoch
+    rates = [
+        base * schedule(step)
+        for base, schedule in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+    ]
+    for group, rate in zip(optimizer.param_groups, rates, strict=True):
+        if group["lr"] != rate:
+            group["lr"] = rate
+            changed.append("scheduled lr")
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return sorted(set(changed))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, a list and a tuple of the same items included (a checkpoint loads
+    tuples such as Adam's ``betas`` back as they were saved, YAML gives lists)."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
+    return bool(a == b)

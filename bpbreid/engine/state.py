@@ -87,6 +87,8 @@ class EngineState:
         best_metric: best validation value so far (``None`` before the first validation).
         best_epoch: the epoch that reached ``best_metric``.
         final_metrics: the end-of-run results (test metrics of the reported model).
+        first_loss: the loss of the run's first step, the yardstick for a run-away loss.
+        warnings: what the run warned about at its end (e.g. a run-away training).
         rng: RNG states captured with :func:`capture_rng_states` (filled when saving).
     """
 
@@ -96,6 +98,8 @@ class EngineState:
     best_metric: float | None = None
     best_epoch: int | None = None
     final_metrics: dict[str, float] = field(default_factory=dict)
+    first_loss: float | None = None
+    warnings: list[str] = field(default_factory=list)
     rng: dict[str, Any] = field(default_factory=dict)
 
     def capture_rng(self) -> None:
@@ -120,6 +124,8 @@ class EngineState:
             "best_metric": None if self.best_metric is None else float(self.best_metric),
             "best_epoch": None if self.best_epoch is None else int(self.best_epoch),
             "final_metrics": _plain(self.final_metrics),
+            "first_loss": None if self.first_loss is None else float(self.first_loss),
+            "warnings": [str(text) for text in self.warnings],
             "rng": self.rng,
         }
 
@@ -133,6 +139,8 @@ class EngineState:
             best_metric=data.get("best_metric"),
             best_epoch=data.get("best_epoch"),
             final_metrics=dict(data.get("final_metrics") or {}),
+            first_loss=data.get("first_loss"),
+            warnings=[str(text) for text in data.get("warnings") or []],
             rng=dict(data.get("rng") or {}),
         )
 

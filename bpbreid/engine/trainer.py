@@ -11,6 +11,10 @@ TF32 (stated explicitly), pinned memory, non-blocking copies and optionally
 :func:`bpbreid.notebook.thread_policy` (one thread per process on small machines) and
 :func:`run_parallel` trains several configurations as separate processes.
 
+A run locks its output folder (``<output_dir>/.lock``; a second run on it is refused, a
+killed run's lock is taken over), never saves weights holding inf/NaN, and warns at the end
+when the loss or the weights ran away.
+
 Model selection is never made on the test set: the reported model is the last epoch's,
 or, with ``train.validation_ids > 0``, the best on a validation split carved from the
 training identities.
@@ -31,6 +35,8 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -44,9 +50,12 @@ from bpbreid.config import Config, ConfigError, config_from_dict, config_to_dict
 from bpbreid.errors import BPBReIDError, CheckpointError, TrainingError
 
 from .checkpoint import (
+    describe_entries,
     load_model_weights,
+    non_finite_entries,
     read_checkpoint,
     save_checkpoint,
+    unwrap_model,
 )
 from .distributed import (
     AmpPolicy,
@@ -59,8 +68,17 @@ from .distributed import (
     resolve_amp,
     resolve_device,
 )
+from .files import remove_stale_temporaries
+from .health import RECENT_STEPS, TrainingWarning, runaway_findings
+from .lock import RunLock
 from .loggers import Logger, MultiLogger, build_loggers
-from .optim import build_optimizer, build_scheduler, load_scheduler_state
+from .optim import (
+    apply_current_settings,
+    build_optimizer,
+    build_scheduler,
+    changed_settings,
+    load_scheduler_state,
+)
 from .state import EngineState
 
 StepHook = Callable[["Trainer", int, dict[str, float]], None]
@@ -295,6 +313,11 @@ class Trainer:
 
         self.state = EngineState()
         self.test_result: Any = None  # the final test EvalResult (rank 0)
+        # Losses of the last steps: the run-away check at the end compares their median.
+        self._recent_losses: deque[float] = deque(maxlen=RECENT_STEPS)
+        # (epoch, step) of the checkpoint this run wrote or resumed from: the one that a
+        # divergence leaves in place.
+        self._good_checkpoint: tuple[int, int] | None = None
         # Rank-specific randomness (augmentation) after the shared initialisation.
         seed_everything(train.seed + self.dist.rank)
 
@@ -446,6 +469,12 @@ class Trainer:
         Restores the weights, optimizer, scheduler, GradScaler, counters, metrics history,
         RNG states and the loader's generator, so that the continued run equals an
         uninterrupted one (same config; ``train.deterministic`` for bit-exactness).
+
+        Optimizer and schedule settings (``train.lr``, ``weight_decay``, ``warmup_epochs``,
+        ``lr_scheduler``, ``stepsize``, ``gamma``, ``max_epoch``/``max_steps``) follow the
+        current config, not the stored one: resuming a diverged run with a lower
+        ``train.lr`` must train at the lower rate. A changed ``train.optim`` starts the new
+        optimizer's moments afresh. Each change is printed.
         """
         path = Path(path) if path is not None else self.last_checkpoint
         if not path.is_file():
@@ -464,22 +493,43 @@ class Trainer:
                 f"{self.num_classes}: resume with the same dataset and train.validation_ids."
             )
         load_model_weights(self.model, data["model"], str(path))
-        try:
-            self.optimizer.load_state_dict(data["optimizer"])
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: the optimizer state does not match ({exc}).") from None
+        stored = data.get("config")
+        settings = changed_settings(
+            stored.get("train") if isinstance(stored, dict) else None, self.cfg.train
+        )
+        if "train.optim" not in settings:
+            try:
+                self.optimizer.load_state_dict(data["optimizer"])
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(
+                    f"{path}: the optimizer state does not match ({exc})."
+                ) from None
         if data.get("scheduler"):
             load_scheduler_state(self.scheduler, data["scheduler"])
+        apply_current_settings(self.optimizer, self.scheduler)
         if data.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(data["scaler"])
         self.state = EngineState.from_dict(data["state"])
         self.state.restore_rng()
         self._restore_sampler(data.get("sampler"))
+        self._good_checkpoint = (self.state.epoch, self.state.step)
         if self.dist.is_main:
-            changed = _config_changes(data.get("config"), self.cfg)
+            if settings:
+                self._say(_describe_setting_changes(settings))
+            changed = [
+                change
+                for change in _config_changes(stored, self.cfg)
+                if change.split(":")[0] not in settings
+            ]
             if changed:
-                print(f"Resuming {path} with a changed config: {', '.join(changed)}")
+                self._say(f"Resuming {path} with a changed config: {', '.join(changed)}")
         return self.state
+
+    def _say(self, text: str) -> None:
+        """A line on the console from the writing process (the run name first, if any)."""
+        if self.dist.is_main:
+            prefix = f"[{self.log_prefix}] " if self.log_prefix else ""
+            print(f"{prefix}{text}", flush=True)
 
     # ----------------------------------------------------------------------------------
     # Training
@@ -488,26 +538,32 @@ class Trainer:
     def fit(self, resume: bool | str | Path = False) -> EngineState:
         """Train to the end of the schedule and evaluate; returns the :class:`EngineState`.
 
+        The output folder is locked for the whole run (``<output_dir>/.lock``): a second
+        run on the same folder is refused instead of mixing its files with this one's.
+
         Args:
             resume: ``True`` continues from ``<output_dir>/last.pth``; a path continues
                 from that checkpoint.
 
         Raises:
-            TrainingError: the loss became NaN/inf (names the step and the components; the
-                last good checkpoint stays on disk).
+            TrainingError: the loss or the weights became NaN/inf (names the step and the
+                components or tensors; the last good checkpoint stays on disk), or another
+                run holds the output folder.
         """
         train = self.cfg.train
         resumed = bool(resume)
-        if resumed:
-            self.resume(None if resume is True else resume)
-        if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.output_dir / "config.yaml")
-        self.loggers = self._build_loggers(resumed)
+        lock = self._lock_output_dir()
         try:
+            if resumed:
+                self.resume(None if resume is True else resume)
+            if self.dist.is_main:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                save_config(self.cfg, self.output_dir / "config.yaml")
+            self.loggers = self._build_loggers(resumed)
             saved_at = self.state.step if resumed else -1
             while not self._finished():
                 self._train_epoch()
+                self._check_finite_weights()
                 epoch = self.state.epoch
                 metrics = self.state.history[-1]
                 is_last = self._finished()
@@ -528,7 +584,42 @@ class Trainer:
             self._finish()
         finally:
             self.loggers.close()
+            if lock is not None:
+                lock.release()
         return self.state
+
+    def _lock_output_dir(self) -> RunLock | None:
+        """Lock the output folder (the writing process only) and clear what kills left.
+
+        Every process learns whether the lock was taken, so that all of them stop together
+        when another run holds the folder. Temporary files of interrupted atomic writes are
+        removed only under the lock: another run's write in progress would lose them.
+        """
+        lock: RunLock | None = None
+        failure: BaseException | None = None
+        if self.dist.is_main:
+            lock = RunLock(self.output_dir)
+            try:
+                lock.acquire()
+            except (BPBReIDError, OSError) as exc:
+                failure = exc
+        if not all_true(failure is None, self.device):
+            if failure is not None:
+                raise failure
+            raise TrainingError(
+                f"Output folder {self.output_dir} could not be locked by the first process "
+                "(its error says why)."
+            )
+        if lock is not None:
+            if lock.takeover_note:
+                self._say(lock.takeover_note)
+            removed = remove_stale_temporaries(self.output_dir)
+            if removed:
+                self._say(
+                    f"Removed {len(removed)} temporary file(s) left by an interrupted run in "
+                    f"{self.output_dir}: {', '.join(p.name for p in removed)}"
+                )
+        return lock
 
     def _finished(self) -> bool:
         train = self.cfg.train
@@ -537,9 +628,39 @@ class Trainer:
         return self.state.epoch >= train.max_epoch
 
     def _save_last(self) -> None:
+        self._check_finite_weights()
         if self.dist.is_main:
             self.save()
+        self._good_checkpoint = (self.state.epoch, self.state.step)
         barrier()
+
+    def _kept_checkpoint_note(self) -> str:
+        """Which checkpoint a stopped run leaves to resume from."""
+        if self._good_checkpoint is None:
+            return "No checkpoint of this run was written before this step"
+        epoch, step = self._good_checkpoint
+        return (
+            f"The last good checkpoint is kept: {self.last_checkpoint} (epoch {epoch}, step {step})"
+        )
+
+    def _check_finite_weights(self) -> None:
+        """Stop every rank together when a parameter or buffer holds inf/NaN.
+
+        A diverging run can keep a finite loss while its BatchNorm running variances are
+        already infinite; saved, such weights would evaluate to garbage. Checked after
+        every epoch and before every checkpoint, so the last good checkpoint is never
+        overwritten with them.
+        """
+        bad = non_finite_entries(unwrap_model(self.model).state_dict())
+        if all_true(not bad, self.device):
+            return
+        which = describe_entries(bad) if bad else "(on another process)"
+        raise TrainingError(
+            f"Training stopped after step {self.state.step} (epoch {self.state.epoch}): the "
+            f"model's weights are no longer finite: {which}. {self._kept_checkpoint_note()}. "
+            f"Lower train.lr (now {self.cfg.train.lr:g}) or set train.amp=off, then resume "
+            "with --resume (a changed train.lr takes effect on resume) or start again."
+        )
 
     def _train_epoch(self) -> None:
         train = self.cfg.train
@@ -575,6 +696,9 @@ class Trainer:
             data_wait += got_batch - tick
             components = self.train_step(batch, epoch)
             self.state.step += 1
+            if self.state.first_loss is None:
+                self.state.first_loss = components["total"]
+            self._recent_losses.append(components["total"])
             steps_done += 1
             batch_size = int(batch["image"].shape[0]) * self.dist.world_size
             images_seen += batch_size
@@ -636,18 +760,13 @@ class Trainer:
             return
         bad = [k for k, v in components.items() if k != "total" and not math.isfinite(v)]
         step = self.state.step + 1
-        kept = self.last_checkpoint if self.last_checkpoint.is_file() else None
-        where = (
-            f"The last good checkpoint is kept: {kept}"
-            if kept
-            else "No checkpoint was written before this step"
-        )
         which = ", ".join(bad) if bad else "total (on another process)" if finite else "total"
         raise TrainingError(
             f"Training stopped: the loss became {components['total']} at step {step} "
-            f"(epoch {epoch}); non-finite loss component(s): {which}. {where}. "
-            "Lower train.lr, set train.amp=off, or check the labels of this batch, then "
-            "resume with --resume."
+            f"(epoch {epoch}); non-finite loss component(s): {which}. "
+            f"{self._kept_checkpoint_note()}. Lower train.lr (now {self.cfg.train.lr:g}), set "
+            "train.amp=off, or check the labels of this batch, then resume with --resume (a "
+            "changed train.lr takes effect on resume)."
         )
 
     # ----------------------------------------------------------------------------------
@@ -717,9 +836,35 @@ class Trainer:
         if metrics:
             metrics.update(final)
             self.loggers.log_epoch(self.state.epoch, metrics)
+        self._check_finite_weights()
         if self.dist.is_main:
+            self._warn_if_runaway()
             self._save_model_only(self.output_dir / MODEL_FILE)
         barrier()
+
+    def _warn_if_runaway(self) -> None:
+        """Warn when the run ended with an exploded loss or absurd weights.
+
+        Such a run exits normally with finite numbers, and nothing else would tell that its
+        model is useless. The warning is also kept in ``state.warnings`` (saved in
+        ``model.pth``).
+        """
+        recent = list(self._recent_losses)
+        if not recent and self.state.history:
+            recent = [float(self.state.history[-1].get("total", math.nan))]
+        recent = [loss for loss in recent if math.isfinite(loss)]
+        findings = runaway_findings(
+            self.state.first_loss, recent, unwrap_model(self.model).state_dict()
+        )
+        if not findings:
+            return
+        message = (
+            f"Training in {self.output_dir} ran away: {'; '.join(findings)}. The saved model "
+            f"is almost certainly useless. Lower train.lr (now {self.cfg.train.lr:g}) and "
+            "train again."
+        )
+        self.state.warnings.append(message)
+        warnings.warn(message, TrainingWarning, stacklevel=4)
 
 
 class ModelWithLoss(nn.Module):
@@ -757,6 +902,18 @@ def _count_classes(loader: Any) -> int:
 
 def _without_rng(state: EngineState) -> EngineState:
     return dataclasses.replace(state, rng={})
+
+
+def _describe_setting_changes(settings: Mapping[str, tuple[Any, Any]]) -> str:
+    """``resume: train.lr changed 1e+09 -> 0.001; ...`` for the optimizer/schedule keys."""
+    changes = "; ".join(
+        f"{key} changed {_show(before)} -> {_show(now)}" for key, (before, now) in settings.items()
+    )
+    return f"resume: {changes}; the optimizer and schedule use the new values."
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
 def _config_changes(stored: Any, cfg: Config) -> list[str]:
