@@ -62,25 +62,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, sorted); a ``masks/`` folder is skipped.
+    """Image files under ``folder`` (recursively, sorted); ``masks/`` and hidden names skipped.
+
+    Entries that cannot be read while listing (dangling symbolic links, link loops) are
+    skipped with one warning naming them, as ``train`` and ``data check`` do; an image that
+    is listed but cannot be decoded is an error when it is read
+    (:func:`bpbreid.data.datasets.read_image`). Links to folders are not followed.
 
     Raises:
         DatasetError: the folder does not exist or holds no image.
     """
+    from bpbreid.data.datasets import scan_images, warn_skipped
+
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DatasetError(f"Image folder {root} does not exist.")
-    images = sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-        and p.is_file()
-        and "masks" not in p.relative_to(root).parts
-        and not p.name.startswith(".")
+    scan = scan_images(
+        root, IMAGE_EXTENSIONS, recursive=True, skip_hidden=True, skip_dirs=("masks",)
     )
-    if not images:
+    warn_skipped(scan.skipped)
+    if not scan.images:
         raise DatasetError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {root}.")
-    return images
+    return scan.images
 
 
 def identity_and_camera(name: str) -> tuple[int, int]:
@@ -276,6 +279,10 @@ def _as_items(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
         if p.is_dir():
             return list(list_images(p))
         if not p.is_file():
+            if p.is_symlink():
+                raise DatasetError(
+                    f"Image {p} is a dangling symbolic link or a link loop. Repair or remove it."
+                )
             raise DatasetError(f"Image {p} does not exist.")
         return [p]
     items = list(images)

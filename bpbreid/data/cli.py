@@ -4,6 +4,7 @@ Examples::
 
     python -m bpbreid data check data                      # every dataset found under data/
     python -m bpbreid data check data --dataset occluded_duke
+    python -m bpbreid data check data --sample 500          # a random sample of a huge set
     python -m bpbreid data download-labels market1501 data
     python -m bpbreid data download-labels market1501 data --archive ~/Downloads/market.zip
     python -m bpbreid data synth --preset small --seed 0
@@ -12,7 +13,15 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from bpbreid.data.datasets import ReIDData
+
+T = TypeVar("T")
 
 # Spelled out (not read from the registry) so that --help answers without importing torch.
 DATASET_NAMES = (
@@ -25,6 +34,13 @@ DATASET_NAMES = (
 )
 LABELLED_DATASETS = ("market1501", "dukemtmc", "occluded_duke", "occluded_reid", "p_dukemtmc")
 DEFAULT_MASKS_DIR = "pifpaf_maskrcnn_filtering"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of files, got {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,10 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument("--masks-dir", default=DEFAULT_MASKS_DIR, help="label folder under masks/")
     check.add_argument(
-        "--samples", type=int, default=16, help="label files and images to open and check"
+        "--sample",
+        "--samples",
+        dest="sample",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="open a random sample of N images and N label files per dataset (huge sets); "
+        "default: every file",
     )
     check.add_argument("--no-labels", action="store_true", help="check the images only")
     check.add_argument("--extra-query", action="append", default=[], help="extra query folder")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     download = sub.add_parser(
         "download-labels",
@@ -90,13 +114,92 @@ def run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def _check_labels(data, samples: int) -> list[str]:
-    """Problems with the label files: missing ones, and a sample that fails to load."""
+CHECK_THREADS = 8  # image decoding and np.load release the GIL
+
+
+def _pick(items: Sequence[T], sample: int | None, seed: int) -> list[T]:
+    """All of ``items``, or a seeded random ``sample`` of them in their original order."""
+    if sample is None or sample >= len(items):
+        return list(items)
     import numpy as np
 
+    picked = np.random.default_rng(seed).choice(len(items), size=sample, replace=False)
+    return [items[i] for i in sorted(picked.tolist())]
+
+
+def _open_each(
+    paths: Sequence[str], read: Callable[[str], tuple[int, ...]], desc: str, progress: bool
+) -> tuple[dict[tuple[int, ...], int], list[str]]:
+    """Read every path (threads, in order): ``(count per shape, problem messages)``.
+
+    ``read`` returns the array shape or raises a :class:`~bpbreid.errors.BPBReIDError`
+    whose message names the file.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from bpbreid.errors import BPBReIDError
+
+    def attempt(path: str) -> tuple[int, ...] | str:
+        try:
+            return read(path)
+        except BPBReIDError as exc:
+            return str(exc)
+
+    shapes: dict[tuple[int, ...], int] = {}
+    problems: list[str] = []
+    workers = max(1, min(CHECK_THREADS, os.cpu_count() or 1, len(paths)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(attempt, paths)
+        # disable=None: a bar on a terminal only, never in logs or captured output
+        bar = tqdm(
+            results,
+            total=len(paths),
+            desc=desc,
+            unit="file",
+            leave=False,
+            disable=None if progress else True,
+        )
+        for result in bar:
+            if isinstance(result, str):
+                problems.append(result)
+            else:
+                shapes[result] = shapes.get(result, 0) + 1
+    return shapes, problems
+
+
+def _coverage(checked: int, total: int, noun: str) -> str:
+    """``"12,936/12,936 images"`` (what was opened out of what there is)."""
+    return f"{checked:,}/{total:,} {noun}"
+
+
+def _check_images(data: ReIDData, sample: int | None, progress: bool) -> tuple[list[str], int, int]:
+    """Open and decode every image (or a sample): ``(problems, checked, total)``."""
+    from bpbreid.data.datasets import read_image
+
+    every = [s.img_path for subset in data.subsets().values() for s in subset]
+    picked = _pick(every, sample, seed=1)
+    sizes, problems = _open_each(
+        picked, lambda path: read_image(path).shape, f"{data.name} images", progress
+    )
+    how = "all" if len(picked) == len(every) else "random sample"
+    print(f"  images: opened and decoded {_coverage(len(picked), len(every), 'images')} ({how})")
+    if sizes:
+        described = ", ".join(f"{h}x{w} x{count:,}" for (h, w, _), count in sizes.items())
+        print(f"  image sizes: {described}")
+    return problems, len(picked), len(every)
+
+
+def _check_labels(data: ReIDData, sample: int | None, progress: bool) -> tuple[list[str], int, int]:
+    """Missing label files, then load every present one (or a sample) and check it.
+
+    Each label goes through :func:`~bpbreid.data.parsing.load_parsing_label`, as in
+    training: a numeric array of shape ``(36, h, w)`` or ``(h, w, 36)``, finite, values in
+    [0, 1]. Returns ``(problems, checked, present)``.
+    """
     from bpbreid.data.datasets import missing_labels_message
     from bpbreid.data.parsing import load_parsing_label
-    from bpbreid.errors import LabelError
 
     problems: list[str] = []
     if data.missing_masks:
@@ -110,54 +213,39 @@ def _check_labels(data, samples: int) -> list[str]:
             f"missing labels ({', '.join(per_subset)}). "
             + missing_labels_message(data.name, data.missing_masks)
         )
-    present = [s for subset in data.subsets().values() for s in subset if s.mask_path]
-    if not present:
-        return problems
-    rng = np.random.default_rng(0)
-    picked = rng.choice(len(present), size=min(samples, len(present)), replace=False)
-    shapes: dict[tuple[int, ...], int] = {}
-    for index in sorted(picked.tolist()):
-        path = present[index].mask_path
-        try:
-            fields = load_parsing_label(path)
-        except LabelError as exc:
-            problems.append(f"bad label file: {exc}")
-            continue
-        shapes[tuple(fields.shape)] = shapes.get(tuple(fields.shape), 0) + 1
+    present = [s.mask_path for subset in data.subsets().values() for s in subset if s.mask_path]
+    picked = _pick(present, sample, seed=0)
+    shapes, bad = _open_each(
+        picked,
+        lambda path: tuple(load_parsing_label(path).shape),
+        f"{data.name} labels",
+        progress,
+    )
+    problems += [f"bad label file: {message}" for message in bad]
+    how = "all" if len(picked) == len(present) else "random sample"
+    print(
+        f"  labels: loaded {_coverage(len(picked), len(present), 'label files')} present "
+        f"({how}; shape, dtype, values in [0, 1])"
+    )
     if shapes:
-        described = ", ".join(f"{list(shape)} x{count}" for shape, count in shapes.items())
-        print(f"  label arrays (sample of {len(picked)}): {described}")
-    return problems
-
-
-def _check_images(data, samples: int) -> list[str]:
-    import numpy as np
-
-    from bpbreid.data.datasets import read_image
-    from bpbreid.errors import DatasetError
-
-    every = [s for subset in data.subsets().values() for s in subset]
-    if not every:
-        return []
-    rng = np.random.default_rng(1)
-    picked = rng.choice(len(every), size=min(samples, len(every)), replace=False)
-    problems = []
-    sizes: dict[tuple[int, ...], int] = {}
-    for index in sorted(picked.tolist()):
-        try:
-            image = read_image(every[index].img_path)
-        except DatasetError as exc:
-            problems.append(str(exc))
-            continue
-        sizes[image.shape] = sizes.get(image.shape, 0) + 1
-    if sizes:
-        described = ", ".join(f"{h}x{w}" for (h, w, _), _count in sizes.items())
-        print(f"  image sizes (sample of {len(picked)}): {described}")
-    return problems
+        described = ", ".join(f"{list(shape)} x{count:,}" for shape, count in shapes.items())
+        print(f"  label arrays: {described}")
+    return problems, len(picked), len(present)
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from bpbreid.data.datasets import README_HINT, build_dataset, detect_datasets
+    """Check every dataset under ``args.root``: layout, then every image and label file.
+
+    By default each image is opened and decoded and each label array loaded and checked,
+    because a corrupt file outside a sample would otherwise pass as OK; ``--sample N``
+    opens a seeded random sample instead, and the output says exactly how many files were
+    opened out of how many. Unreadable folder entries (dangling links, link loops) are
+    skipped with a warning, as ``train`` and ``infer`` skip them; unreadable images and
+    labels make the dataset BROKEN (exit status 1), as they stop training.
+    """
+    import warnings
+
+    from bpbreid.data.datasets import README_HINT, build_dataset, detect_datasets, skipped_message
     from bpbreid.errors import DatasetError
 
     root = Path(args.root).expanduser()
@@ -176,32 +264,50 @@ def run_check(args: argparse.Namespace) -> int:
                 f"one explicitly. {README_HINT}"
             )
     masks_dir = None if args.no_labels else args.masks_dir
+    sample = getattr(args, "sample", None)
+    progress = not getattr(args, "no_progress", False)
     broken = 0
     for name in dict.fromkeys(targets):
         print(f"[{name}]")
         try:
-            data = build_dataset(
-                name,
-                root,
-                masks_dir=masks_dir,
-                require_masks=False,
-                extra_query_sets=args.extra_query,
-            )
+            with warnings.catch_warnings():  # skipped entries are printed below instead
+                warnings.simplefilter("ignore", UserWarning)
+                data = build_dataset(
+                    name,
+                    root,
+                    masks_dir=masks_dir,
+                    require_masks=False,
+                    extra_query_sets=args.extra_query,
+                )
         except DatasetError as exc:
             print(f"  BROKEN: {exc}")
             broken += 1
             continue
         print(data.summary())
-        problems = _check_images(data, args.samples)
+        if data.skipped:
+            print("  WARNING: " + skipped_message(data.skipped))
+        problems, images_checked, images_total = _check_images(data, sample, progress)
+        checked = f"checked {_coverage(images_checked, images_total, 'images')}"
         if masks_dir is not None:
-            problems += _check_labels(data, args.samples)
+            label_problems, labels_checked, labels_present = _check_labels(data, sample, progress)
+            problems += label_problems
+            checked += f" and {_coverage(labels_checked, labels_present, 'labels')}"
+            if data.missing_masks:
+                checked += f" ({len(data.missing_masks):,} images have no label file)"
+        else:
+            checked += "; labels not checked (--no-labels)"
+        if images_checked < images_total or (
+            masks_dir is not None and labels_checked < labels_present
+        ):
+            checked += "; the other files were NOT opened (run without --sample to check all)"
         if problems:
             broken += 1
             for problem in problems:
                 print("  PROBLEM: " + problem.replace("\n", "\n    "))
-            print(f"  {name}: BROKEN ({len(problems)} problem(s))")
+            print(f"  {name}: BROKEN ({len(problems)} problem(s); {checked})")
         else:
-            print(f"  {name}: OK")
+            warned = f"; {len(data.skipped)} folder entries skipped" if data.skipped else ""
+            print(f"  {name}: OK ({checked}{warned})")
     return 1 if broken else 0
 
 

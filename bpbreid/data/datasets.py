@@ -12,6 +12,18 @@ conventions:
   ``<dataset>/masks/<masks_dir>/<split>/<stem><suffix>`` (suffix ``.npy``, except
   ``.jpg.confidence_fields.npy`` for Occluded-Duke, as in the official code).
 
+Unreadable files follow one policy everywhere (``data check``, ``train``, ``eval``, ``infer``,
+``labels``):
+
+* listing a folder (:func:`scan_images`) skips the entries it cannot even classify, such
+  as dangling symbolic links, symbolic-link loops and sub-folders it may not open, and
+  names them all in ONE warning: a stray link must not stop a 12,000-image dataset, but
+  it must not vanish silently either (``data check`` prints them);
+* reading an image (:func:`read_image`) that cannot be opened or decoded, be it missing,
+  truncated, not an image, or a decompression bomb (a header claiming more pixels than
+  Pillow's ``Image.MAX_IMAGE_PIXELS`` limit allows), is an :class:`ImageReadError` naming
+  the file and saying what to do, also when raised inside a DataLoader worker process.
+
 Example::
 
     data = build_dataset("market1501", "data")
@@ -25,9 +37,11 @@ Reference:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -239,6 +253,8 @@ class ReIDData:
         extra_queries: further query sets, e.g. ``{"query_holistic": [...]}``.
         masks_dir: the label folder name under ``masks/`` (None: labels not used).
         missing_masks: ``(image, expected label)`` for every image without a label file.
+        skipped: ``(path, reason)`` of the folder entries left out because they could not
+            be read (dangling symbolic links, link loops...), see :func:`scan_images`.
     """
 
     name: str
@@ -249,6 +265,7 @@ class ReIDData:
     extra_queries: dict[str, list[Sample]] = field(default_factory=dict)
     masks_dir: str | None = DEFAULT_MASKS_DIR
     missing_masks: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def num_train_pids(self) -> int:
@@ -283,6 +300,8 @@ class ReIDData:
             total = sum(len(s) for s in self.subsets().values())
             found = total - len(self.missing_masks)
             lines.append(f"  labels: masks/{self.masks_dir} ({found}/{total} files present)")
+        if self.skipped:
+            lines.append(f"  skipped: {len(self.skipped)} unreadable folder entries")
         return "\n".join(lines)
 
 
@@ -397,18 +416,136 @@ def detect_datasets(root: str | Path) -> list[tuple[str, Path]]:
 # --------------------------------------------------------------------------------------
 
 
-def _list_images(folder: Path, spec: DatasetSpec, nested: bool) -> list[Path]:
-    """Image files of a split folder (one level of per-id folders when ``nested``), sorted."""
-    exts = spec.image_exts
-    dirs = sorted(p for p in folder.iterdir() if p.is_dir()) if nested else [folder]
-    images = []
-    for directory in dirs:
-        with os.scandir(directory) as entries:
-            images += [
-                Path(e.path)
-                for e in entries
-                if e.is_file() and os.path.splitext(e.name)[1].lower() in exts
-            ]
+class ImageScan(NamedTuple):
+    """What :func:`scan_images` found in a folder.
+
+    Attributes:
+        images: image files, sorted.
+        skipped: ``(path, reason)`` of the entries that could not be read.
+        folders: the sub-folders of the top folder (links to folders included), sorted.
+    """
+
+    images: list[Path]
+    skipped: list[tuple[Path, str]]
+    folders: list[Path]
+
+
+def _entry_problem(exc: OSError) -> str:
+    """Why a folder entry could not be classified, in words."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or type(exc).__name__
+
+
+def scan_images(
+    folder: str | Path,
+    exts: Collection[str],
+    recursive: bool = False,
+    skip_hidden: bool = False,
+    skip_dirs: Collection[str] = (),
+) -> ImageScan:
+    """The image files of ``folder`` and the entries that could not be read.
+
+    The folder-listing half of the unreadable-file policy (module docstring): an entry
+    whose type cannot be determined, i.e. a dangling symbolic link, a symbolic-link loop
+    (``ln -s loop loop``), or a sub-folder that cannot be opened, is skipped and reported
+    in ``skipped`` rather than raised, so that one stray link does not stop a whole
+    dataset; callers warn about them once (:func:`warn_skipped`). Symbolic links to
+    folders are not followed when recursing (no cycles); links to files are listed.
+
+    Args:
+        folder: the folder to list; it must be readable.
+        exts: image extensions, lower case with the dot (``.jpg``).
+        recursive: also list every sub-folder.
+        skip_hidden: leave out names starting with ``.``.
+        skip_dirs: sub-folder names not to enter when recursing (e.g. ``masks``).
+
+    Raises:
+        DatasetError: ``folder`` itself cannot be listed (names it).
+    """
+    images: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    folders: list[Path] = []
+    pending = [Path(folder)]
+    top = True
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            if top:
+                raise DatasetError(
+                    f"Cannot list the image folder {directory} ({_entry_problem(exc)}). "
+                    "Check that it is a readable folder."
+                ) from None
+            skipped.append((directory, f"folder cannot be listed: {_entry_problem(exc)}"))
+            continue
+        for entry in entries:
+            if skip_hidden and entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:  # DirEntry.is_file/is_dir follow links; a loop raises ELOOP
+                is_file = entry.is_file()
+                is_dir = not is_file and entry.is_dir()
+            except OSError as exc:
+                skipped.append((path, _entry_problem(exc)))
+                continue
+            if is_file:
+                if os.path.splitext(entry.name)[1].lower() in exts:
+                    images.append(path)
+            elif is_dir:
+                if top:
+                    folders.append(path)
+                if recursive and entry.name not in skip_dirs and not entry.is_symlink():
+                    pending.append(path)
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                skipped.append((path, "dangling symbolic link"))
+        top = False
+    return ImageScan(sorted(images), sorted(skipped), sorted(folders))
+
+
+def skipped_message(skipped: Sequence[tuple[Path | str, str]], limit: int = 10) -> str:
+    """One message naming the skipped entries (the first ``limit``) and what to do."""
+    shown = "; ".join(f"{path} ({reason})" for path, reason in skipped[:limit])
+    more = f"; ... (+{len(skipped) - limit} more)" if len(skipped) > limit else ""
+    noun = "entry" if len(skipped) == 1 else "entries"
+    return (
+        f"Skipped {len(skipped)} unreadable folder {noun}: {shown}{more}. Remove or repair "
+        "them (a link must point to an existing file)."
+    )
+
+
+def warn_skipped(skipped: Sequence[tuple[Path | str, str]], stacklevel: int = 3) -> None:
+    """One warning for all the entries a folder listing skipped (nothing when none)."""
+    if skipped:
+        warnings.warn(skipped_message(skipped), UserWarning, stacklevel=stacklevel)
+
+
+def _list_images(
+    folder: Path, spec: DatasetSpec, nested: bool, skipped: list[tuple[str, str]]
+) -> list[Path]:
+    """Image files of a split folder (one level of per-id folders when ``nested``), sorted.
+
+    Unreadable entries are appended to ``skipped`` (see :func:`scan_images`).
+    """
+    if not nested:
+        scan = scan_images(folder, spec.image_exts)
+        skipped += [(str(path), reason) for path, reason in scan.skipped]
+        return scan.images
+    top = scan_images(folder, ())  # its per-identity folders (and unreadable entries)
+    skipped += [(str(path), reason) for path, reason in top.skipped]
+    images: list[Path] = []
+    for directory in top.folders:
+        try:
+            scan = scan_images(directory, spec.image_exts)
+        except DatasetError as exc:
+            skipped.append((str(directory), str(exc)))
+            continue
+        skipped += [(str(path), reason) for path, reason in scan.skipped]
+        images += scan.images
     return sorted(images)
 
 
@@ -472,6 +609,7 @@ def _read_subset(
     masks_dir: str | None,
     mask_index: _MaskIndex,
     missing: list[tuple[str, str]],
+    skipped: list[tuple[str, str]],
 ) -> list[Sample]:
     samples: list[Sample] = []
     for folder in folders:
@@ -482,7 +620,7 @@ def _read_subset(
                 f"{dataset_dir}: {_listing(dataset_dir)}. Expected "
                 f"{', '.join(spec.split_folders())}. {README_HINT}"
             )
-        images = _list_images(path, spec, folder.nested)
+        images = _list_images(path, spec, folder.nested, skipped)
         if not images:
             where = f"{path}/<id>/" if folder.nested else f"{path}/"
             raise DatasetError(
@@ -544,6 +682,10 @@ def build_dataset(
         extra_query_sets: further query folders to read (e.g. ``["query_holistic"]``);
             the dataset's default extra sets are read when present.
 
+    Folder entries that cannot be read (dangling symbolic links, link loops) are left out
+    with one warning naming them, and listed in :attr:`ReIDData.skipped`; the images
+    themselves are opened later, by :func:`read_image` (see the module docstring).
+
     Raises:
         DatasetError: a folder is missing or a file name does not parse.
         LabelError: ``require_masks`` and some label files are missing.
@@ -552,8 +694,11 @@ def build_dataset(
     dataset_dir = find_dataset_dir(spec.name, root)
     index = _MaskIndex()
     missing: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     subsets = {
-        role: _read_subset(spec, dataset_dir, role, spec.splits[role], masks_dir, index, missing)
+        role: _read_subset(
+            spec, dataset_dir, role, spec.splits[role], masks_dir, index, missing, skipped
+        )
         if role in spec.splits
         else []
         for role in ROLES
@@ -566,8 +711,9 @@ def build_dataset(
         if extra not in wanted and not (dataset_dir / extra).is_dir():
             continue  # a default extra set is optional
         extras[extra] = _read_subset(
-            spec, dataset_dir, extra, (SplitFolder(extra),), masks_dir, index, missing
+            spec, dataset_dir, extra, (SplitFolder(extra),), masks_dir, index, missing, skipped
         )
+    warn_skipped(skipped)
     if masks_dir is not None and require_masks and missing:
         raise LabelError(missing_labels_message(spec.name, missing))
     return ReIDData(
@@ -579,6 +725,7 @@ def build_dataset(
         extra_queries=extras,
         masks_dir=masks_dir,
         missing_masks=missing,
+        skipped=skipped,
     )
 
 
@@ -634,24 +781,97 @@ def build_dataset_from_config(cfg: Config, require_masks: bool | None = None) ->
 # --------------------------------------------------------------------------------------
 
 
+def _worker_free_message(message: str, cls: type[BaseException]) -> str:
+    """The original message of an exception re-raised by a DataLoader worker.
+
+    A worker process sends the exception's class and its formatted traceback to the main
+    process, which rebuilds it as ``cls("Caught <name> in DataLoader worker process N.\n
+    Original Traceback ... <module>.<name>: <message>")``. The command line prints an error's
+    message, so that would print a traceback; this recovers ``<message>``, which names the
+    file. Any other text is returned unchanged.
+    """
+    if not message.startswith(f"Caught {cls.__name__} ") or "DataLoader worker" not in message:
+        return message
+    marker = f"\n{cls.__module__}.{cls.__qualname__}: "
+    at = message.find(marker)
+    if at < 0:
+        return message
+    return message[at + len(marker) :].rstrip("\n")
+
+
+class ImageReadError(DatasetError):
+    """An image file that cannot be opened or decoded; the message names the file.
+
+    Raised by :func:`read_image`. It keeps its one-line message when it comes from a
+    DataLoader worker process (:func:`_worker_free_message`), so ``train``, ``eval`` and
+    ``infer`` report a broken image the same way with and without workers.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(_worker_free_message(str(message), type(self)))
+
+
+class LabelReadError(LabelError):
+    """A parsing label that cannot be read (see :class:`ImageReadError`); names the file."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(_worker_free_message(str(message), type(self)))
+
+
+_REEXTRACT = (
+    "Replace it (for a dataset: re-extract it from the archive) or remove it; "
+    "python -m bpbreid data check lists every such file."
+)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as RGB ``uint8 [H, W, 3]``.
 
+    The image-reading half of the unreadable-file policy (module docstring): a file that
+    cannot be opened or decoded is an error naming it, never a silent skip, because a
+    training set or a gallery that quietly loses images gives wrong numbers. That includes
+    a decompression bomb: a header claiming more pixels than Pillow's
+    ``PIL.Image.MAX_IMAGE_PIXELS`` safety limit (twice the limit raises in Pillow; between
+    one and two times it only warns and the image is read).
+
     Raises:
-        DatasetError: the file is missing or not a readable image (names the file).
+        ImageReadError: the file is missing, a broken link, a folder, unreadable, corrupt,
+            truncated or a decompression bomb (a :class:`DatasetError`; names the file).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
             return np.array(img.convert("RGB"), dtype=np.uint8)  # writable copy
     except FileNotFoundError:
-        raise DatasetError(f"Image file {path} does not exist. {README_HINT}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(
-            f"Cannot read the image {path} ({exc}): the file is corrupt or truncated. "
-            "Re-extract it from the dataset archive (or delete it and check the layout with "
-            "python -m bpbreid data check)."
+        if os.path.islink(path):
+            raise ImageReadError(
+                f"Image file {path} is a dangling symbolic link (its target "
+                f"{os.readlink(path)} does not exist). Repair or remove the link."
+            ) from None
+        raise ImageReadError(f"Image file {path} does not exist. {README_HINT}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(
+            f"Refusing the image {path}: its header claims more pixels than Pillow's safety "
+            f"limit allows ({exc}), far more than a person crop has: the file is corrupt or "
+            f"not a dataset image. {_REEXTRACT} (A genuine huge image needs a higher "
+            "PIL.Image.MAX_IMAGE_PIXELS in your own code.)"
+        ) from None
+    except OSError as exc:
+        problem = {
+            errno.ELOOP: "is a symbolic link loop",
+            errno.EISDIR: "is a folder, not an image",
+            errno.EACCES: "cannot be read (permission denied)",
+        }.get(exc.errno or 0)
+        if problem is not None:
+            raise ImageReadError(f"Image file {path} {problem}. Repair or remove it.") from None
+        raise ImageReadError(
+            f"Cannot read the image {path} ({exc}): the file is corrupt or truncated. " + _REEXTRACT
+        ) from None
+    except Exception as exc:  # Pillow decoders raise many types on hostile files
+        raise ImageReadError(
+            f"Cannot decode the image {path} ({type(exc).__name__}: {exc}): the file is "
+            "corrupt. " + _REEXTRACT
         ) from None
 
 
@@ -659,10 +879,11 @@ def read_label(sample: Sample) -> np.ndarray:
     """The parsing label of ``sample`` as ``float32 [36, h, w]``.
 
     Raises:
-        LabelError: no label path, a missing file (names image and label) or a bad array.
+        LabelReadError: no label path, a missing file (names image and label) or a bad
+            array (a :class:`LabelError`, also from a DataLoader worker: names the file).
     """
     if sample.mask_path is None or not os.path.exists(sample.mask_path):
-        raise LabelError(
+        raise LabelReadError(
             f"No parsing label for the image {sample.img_path}"
             + (f": expected {sample.mask_path}" if sample.mask_path else "")
             + ". Get the official labels with: python -m bpbreid data download-labels "
@@ -670,7 +891,12 @@ def read_label(sample: Sample) -> np.ndarray:
         )
     from bpbreid.data.parsing import load_parsing_label
 
-    return load_parsing_label(sample.mask_path)
+    try:
+        return load_parsing_label(sample.mask_path)
+    except LabelReadError:
+        raise
+    except LabelError as exc:
+        raise LabelReadError(str(exc)) from None
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -128,6 +128,55 @@ def _destination(
     return PurePosixPath(*tail)
 
 
+def _refuse_conflicts(
+    archive: Path, target: Path, members: list[tuple[str, PurePosixPath]]
+) -> None:
+    """Refuse an extraction plan that needs a path to be both a file and a folder.
+
+    Checked before anything is written, so that a bad archive leaves no half-installed
+    label folder behind: extraction would otherwise stop midway on ``FileExistsError`` or
+    ``NotADirectoryError``.
+
+    Args:
+        archive: the zip (for the message).
+        target: ``<dataset>/masks/<masks_dir>``, where the members go.
+        members: ``(member name, destination relative to target)`` of each file to extract.
+
+    Raises:
+        DownloadError: names both members (or the member and the path on disk).
+    """
+    files: dict[PurePosixPath, str] = {}
+    for name, relative in members:
+        files.setdefault(relative, name)
+    redo = "The archive is damaged or not an official labels archive: download it again."
+    folders: dict[PurePosixPath, str] = {}
+    for relative, name in files.items():
+        for parent in relative.parents:
+            if parent == PurePosixPath("."):
+                continue
+            if parent in files:
+                raise DownloadError(
+                    f"{archive} holds both '{files[parent]}' and '{name}': the first is a "
+                    f"file at {target / parent}, the second needs a folder there. Refusing "
+                    f"to extract anything. {redo}"
+                )
+            folders.setdefault(parent, name)
+    for parent, name in sorted(folders.items()):
+        on_disk = target.joinpath(*parent.parts)
+        if (on_disk.exists() or on_disk.is_symlink()) and not on_disk.is_dir():
+            raise DownloadError(
+                f"Cannot extract '{name}' from {archive}: {on_disk} is a file (or a broken "
+                "link), not a folder. Move it away (or delete it) and run the command again."
+            )
+    for relative, name in files.items():
+        on_disk = target.joinpath(*relative.parts)
+        if on_disk.is_dir():
+            raise DownloadError(
+                f"Cannot extract '{name}' from {archive}: {on_disk} is a folder. Move it "
+                "away (or delete it) and run the command again."
+            )
+
+
 def install_labels_archive(
     archive: str | Path,
     dataset: str,
@@ -146,8 +195,14 @@ def install_labels_archive(
     Returns:
         ``<root>/<dataset folder>/masks/<masks_dir>``.
 
+    Nothing is extracted unless every member can be: members with unsafe paths, and
+    members that would need one path to be both a file and a folder (``query/a.npy`` and
+    ``query/a.npy/b.npy``, or a path that is already a folder or a file on disk), are refused
+    first, naming them.
+
     Raises:
-        DownloadError: the archive is missing, corrupt, unsafe or holds no label file.
+        DownloadError: the archive is missing, corrupt, unsafe, self-conflicting or holds no
+            label file.
     """
     spec = get_spec(dataset)
     archive = Path(archive).expanduser()
@@ -181,13 +236,15 @@ def install_labels_archive(
             raise DownloadError(
                 f"{archive} is corrupt (first bad member: {bad}). Delete it and download it again."
             )
-        plan = []
+        members: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
         for info in zf.infolist():
             if info.is_dir():
                 continue
             relative = _destination(info.filename, spec, masks_dir, others)
             if relative is not None:
-                plan.append((info, target.joinpath(*relative.parts)))
+                members.append((info, relative))
+        _refuse_conflicts(archive, target, [(i.filename, rel) for i, rel in members])
+        plan = [(info, target.joinpath(*relative.parts)) for info, relative in members]
         if not plan:
             raise DownloadError(
                 f"{archive} holds no {spec.title} label files (.npy under "

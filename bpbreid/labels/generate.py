@@ -81,15 +81,17 @@ class LabelJob:
     label: Path
 
 
-def _is_image(path: Path) -> bool:
-    return (
-        path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-    )
+def _images_in(folder: Path, recursive: bool, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """Image files of ``folder`` (hidden names left out), sorted.
 
+    Unreadable entries (dangling links, link loops) are added to ``skipped``: the caller
+    warns once for all of them, as dataset loading does (``bpbreid.data.datasets``).
+    """
+    from bpbreid.data.datasets import scan_images
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    pattern = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in pattern if _is_image(p))
+    scan = scan_images(folder, IMAGE_EXTENSIONS, recursive=recursive, skip_hidden=True)
+    skipped += [entry for entry in scan.skipped if entry not in skipped]
+    return scan.images
 
 
 def _split_jobs(
@@ -122,60 +124,70 @@ def plan_labels(
         suffix: label file suffix (default: the dataset's official one, else ``.npy``).
         dataset: a registered dataset name: its split folders and suffix are used.
 
+    Folder entries that cannot be read (dangling symbolic links, link loops) are skipped with
+    one warning naming them; an image that cannot be decoded is reported by
+    :func:`generate_labels` (``unreadable:``), naming the file.
+
     Raises:
         DatasetError: the folder does not exist or holds no image.
         LabelError: two images would write the same label file.
     """
+    from bpbreid.data.datasets import warn_skipped
+
     root = Path(input_dir).expanduser()
     if not root.is_dir():
         raise DatasetError(f"Image folder {root} does not exist.")
     jobs: list[LabelJob] = []
-    if dataset is not None:
-        from bpbreid.data.datasets import get_spec
+    skipped: list[tuple[Path, str]] = []
+    try:
+        if dataset is not None:
+            from bpbreid.data.datasets import get_spec
 
-        spec = get_spec(dataset)
-        suffix = suffix or spec.mask_suffix(masks_dir)
-        base = Path(out).expanduser() if out else root / "masks" / masks_dir
-        for folders in spec.splits.values():
-            for folder in folders:
-                split = root / folder.path
-                if split.is_dir():
-                    images = _images_in(split, recursive=folder.nested)
-                    jobs += _split_jobs(images, base / folder.path, suffix, True, split)
-        if not jobs:
-            raise DatasetError(
-                f"No images in the {spec.title} split folders of {root} "
-                f"(expected {', '.join(spec.split_folders())})."
-            )
-    else:
-        suffix = suffix or ".npy"
-        direct = _images_in(root, recursive=False)
-        if direct:
-            # A folder of images = one split of the dataset above it.
-            target = (
-                Path(out).expanduser() if out else root.parent / "masks" / masks_dir / root.name
-            )
-            jobs = _split_jobs(_images_in(root, recursive=True), target, suffix, False, root)
-        else:
+            spec = get_spec(dataset)
+            suffix = suffix or spec.mask_suffix(masks_dir)
             base = Path(out).expanduser() if out else root / "masks" / masks_dir
-            for split in sorted(p for p in root.iterdir() if p.is_dir()):
-                if split.name == "masks" or split.name.startswith((".", "_")):
-                    continue
-                images = _images_in(split, recursive=True)
-                jobs += _split_jobs(images, base / split.name, suffix, True, split)
-        if not jobs:
-            raise DatasetError(
-                f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {root} or its sub-folders."
-            )
-    seen: dict[Path, Path] = {}
-    for job in jobs:
-        if job.label in seen:
-            raise LabelError(
-                f"Images {seen[job.label]} and {job.image} would both write {job.label} "
-                "(same file name in two sub-folders of one split, which the official layout "
-                "flattens). Rename one of them."
-            )
-        seen[job.label] = job.image
+            for folders in spec.splits.values():
+                for folder in folders:
+                    split = root / folder.path
+                    if split.is_dir():
+                        images = _images_in(split, folder.nested, skipped)
+                        jobs += _split_jobs(images, base / folder.path, suffix, True, split)
+            if not jobs:
+                raise DatasetError(
+                    f"No images in the {spec.title} split folders of {root} "
+                    f"(expected {', '.join(spec.split_folders())})."
+                )
+        else:
+            suffix = suffix or ".npy"
+            direct = _images_in(root, False, skipped)
+            if direct:
+                # A folder of images = one split of the dataset above it.
+                target = (
+                    Path(out).expanduser() if out else root.parent / "masks" / masks_dir / root.name
+                )
+                jobs = _split_jobs(_images_in(root, True, skipped), target, suffix, False, root)
+            else:
+                base = Path(out).expanduser() if out else root / "masks" / masks_dir
+                for split in sorted(p for p in root.iterdir() if p.is_dir()):
+                    if split.name == "masks" or split.name.startswith((".", "_")):
+                        continue
+                    images = _images_in(split, True, skipped)
+                    jobs += _split_jobs(images, base / split.name, suffix, True, split)
+            if not jobs:
+                raise DatasetError(
+                    f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {root} or its sub-folders."
+                )
+        seen: dict[Path, Path] = {}
+        for job in jobs:
+            if job.label in seen:
+                raise LabelError(
+                    f"Images {seen[job.label]} and {job.image} would both write {job.label} "
+                    "(same file name in two sub-folders of one split, which the official layout "
+                    "flattens). Rename one of them."
+                )
+            seen[job.label] = job.image
+    finally:  # also when no image is found: say which entries were unreadable
+        warn_skipped(skipped)
     return jobs
 
 
