@@ -7,6 +7,13 @@ class BPBReIDError(Exception):
     """Base class of the errors this package raises on bad input or missing files."""
 
 
+class ConfigError(BPBReIDError, ValueError):
+    """A configuration file or override is invalid (unknown key, wrong type, bad value).
+
+    Also a ``ValueError``, as it was before it joined this hierarchy.
+    """
+
+
 class DatasetError(BPBReIDError):
     """A dataset folder, image or label file is missing or malformed."""
 

@@ -47,8 +47,8 @@ from bpbreid.config import (
     LossConfig,
     canonical_embedding,
 )
-from bpbreid.data.parsing import hard_labels
 from bpbreid.errors import LabelError
+from bpbreid.parts import hard_labels
 
 if TYPE_CHECKING:  # the loss reads the model output by its fields only
     from bpbreid.model.bpbreid import BPBReIDOutput

@@ -20,24 +20,28 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bpbreid.paths import (  # noqa: F401  (re-exported for the notebooks)
+    COLAB_ROOT,
+    REPO_BRANCH,
+    REPO_NAME,
+    REPO_OWNER,
+    REPO_URL,
+    ROOT_ENV,
+    find_repo_root,
+    seed_everything,
+    thread_policy,
+)
+
 T = TypeVar("T")
 
 # The repository, defined once: Colab badges and the Colab install point here.
-REPO_OWNER = "bpbreid-course"
-REPO_NAME = "bpbreid"
-REPO_BRANCH = "main"
-REPO_URL = f"https://github.com/{REPO_OWNER}/{REPO_NAME}"
-COLAB_ROOT = Path("/content") / REPO_NAME
-
 MODES = ("FAST", "CPU", "CUDA")
 MODE_ENV = "BPBREID_MODE"
-ROOT_ENV = "BPBREID_ROOT"
 
 
 def colab_url(notebook: str) -> str:
@@ -61,29 +65,6 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
-def find_repo_root(start: str | Path | None = None) -> Path:
-    """The repository root: ``$BPBREID_ROOT``, else the folder above the package when it is a
-    checkout (editable install), else the first parent of ``start`` (default: the working
-    directory) holding ``pyproject.toml`` and ``bpbreid/``, else Colab's clone, else ``start``.
-    """
-    if os.environ.get(ROOT_ENV):
-        return Path(os.environ[ROOT_ENV]).expanduser().resolve()
-    package_parent = Path(__file__).resolve().parent.parent
-    if _is_repo(package_parent):
-        return package_parent
-    here = Path(start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if _is_repo(candidate):
-            return candidate
-    if COLAB_ROOT.exists():
-        return COLAB_ROOT
-    return here
-
-
-def _is_repo(path: Path) -> bool:
-    return (path / "pyproject.toml").is_file() and (path / "bpbreid").is_dir()
-
-
 def detect_mode(cuda_available: bool | None = None) -> str:
     """``$BPBREID_MODE`` if set (FAST/CPU/CUDA), else CUDA with a GPU, else CPU."""
     forced = os.environ.get(MODE_ENV, "").strip().upper()
@@ -96,17 +77,6 @@ def detect_mode(cuda_available: bool | None = None) -> str:
 
         cuda_available = torch.cuda.is_available()
     return "CUDA" if cuda_available else "CPU"
-
-
-def thread_policy(cpu_count: int | None = None) -> int:
-    """Intra-op threads for one training process.
-
-    On small CPUs one thread per process is fastest (two threads on two cores measured
-    ~16x slower per step, from oversubscription with the data loader); larger machines
-    get up to 8.
-    """
-    cores = cpu_count or os.cpu_count() or 1
-    return 1 if cores <= 2 else min(cores, 8)
 
 
 @dataclass
@@ -159,15 +129,6 @@ def package_versions(names: tuple[str, ...] | None = None) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002  (seeds legacy global-RNG users too)
-    torch.manual_seed(seed)
 
 
 def setup(seed: int = 0, mode: str | None = None, verbose: bool = True) -> NotebookEnv:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bpbreid import notebook
+from bpbreid import notebook, paths
 from bpbreid.notebook import colab_badge, colab_url, detect_mode, find_repo_root, thread_policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ def test_root_found_from_repo_root_and_from_notebooks(monkeypatch):
 def test_root_found_by_walking_up_when_package_is_installed_elsewhere(monkeypatch, tmp_path):
     monkeypatch.delenv("BPBREID_ROOT", raising=False)
     # Pretend the package lives in site-packages: only the working directory can tell.
-    monkeypatch.setattr(notebook, "__file__", str(tmp_path / "site" / "bpbreid" / "notebook.py"))
+    monkeypatch.setattr(paths, "__file__", str(tmp_path / "site" / "bpbreid" / "paths.py"))
     repo = tmp_path / "clone"
     (repo / "bpbreid").mkdir(parents=True)
     (repo / "notebooks").mkdir()

@@ -22,7 +22,8 @@ Reference:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,340 +31,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bpbreid.config import ConfigError
+from bpbreid.errors import ConfigError
 from bpbreid.errors import LabelError
+from bpbreid.parts import (  # noqa: F401  (re-exported: the names lived here first)
+    _GROUPING_INDICES,
+    FIELD_INDEX,
+    FIELD_NAMES,
+    KEYPOINT_NAMES,
+    LIMB_NAMES,
+    LIMBS,
+    NUM_FIELDS,
+    NUM_KEYPOINTS,
+    PART_GROUPINGS,
+    check_grouping,
+    hard_labels,
+    num_parts,
+    part_names,
+)
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
-
-# --------------------------------------------------------------------------------------
-# The 36 fields (official order: 17 COCO keypoints, then 19 limbs)
-# --------------------------------------------------------------------------------------
-
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
-
-LIMB_NAMES: tuple[str, ...] = (
-    "left_ankle_to_left_knee",
-    "left_knee_to_left_hip",
-    "right_ankle_to_right_knee",
-    "right_knee_to_right_hip",
-    "left_hip_to_right_hip",
-    "left_shoulder_to_left_hip",
-    "right_shoulder_to_right_hip",
-    "left_shoulder_to_right_shoulder",
-    "left_shoulder_to_left_elbow",
-    "right_shoulder_to_right_elbow",
-    "left_elbow_to_left_wrist",
-    "right_elbow_to_right_wrist",
-    "left_eye_to_right_eye",
-    "nose_to_left_eye",
-    "nose_to_right_eye",
-    "left_eye_to_left_ear",
-    "right_eye_to_right_ear",
-    "left_ear_to_left_shoulder",
-    "right_ear_to_right_shoulder",
-)
-
-FIELD_NAMES: tuple[str, ...] = KEYPOINT_NAMES + LIMB_NAMES
-NUM_KEYPOINTS = len(KEYPOINT_NAMES)  # 17
-NUM_FIELDS = len(FIELD_NAMES)  # 36
-FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(FIELD_NAMES)}
-
-
-def _limb_endpoints(limb: str) -> tuple[int, int]:
-    start, end = limb.split("_to_")
-    return KEYPOINT_NAMES.index(start), KEYPOINT_NAMES.index(end)
-
-
-# Keypoint index pairs of the 19 limbs, derived from their names ("a_to_b" -> (a, b)).
-LIMBS: tuple[tuple[int, int], ...] = tuple(_limb_endpoints(name) for name in LIMB_NAMES)
-
-# --------------------------------------------------------------------------------------
-# Part groupings (official keys, part order and field lists; some lists are asymmetric in
-# the official code and are kept as they are so that official labels and checkpoints agree)
-# --------------------------------------------------------------------------------------
-
-_HEAD: tuple[str, ...] = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_eye_to_right_eye",
-    "nose_to_left_eye",
-    "nose_to_right_eye",
-    "left_eye_to_left_ear",
-    "right_eye_to_right_ear",
-    "left_ear_to_left_shoulder",
-    "right_ear_to_right_shoulder",
-)
-_LEFT_ARM = (
-    "left_shoulder",
-    "left_elbow",
-    "left_wrist",
-    "left_shoulder_to_left_elbow",
-    "left_elbow_to_left_wrist",
-)
-_RIGHT_ARM = (
-    "right_shoulder",
-    "right_elbow",
-    "right_wrist",
-    "right_shoulder_to_right_elbow",
-    "right_elbow_to_right_wrist",
-)
-_TORSO_LIMBS = (
-    "left_hip_to_right_hip",
-    "left_shoulder_to_left_hip",
-    "right_shoulder_to_right_hip",
-    "left_shoulder_to_right_shoulder",
-)
-_LEG_LIMBS = (
-    "left_ankle_to_left_knee",
-    "left_knee_to_left_hip",
-    "right_ankle_to_right_knee",
-    "right_knee_to_right_hip",
-)
-_ARMS_4 = (
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_shoulder_to_left_elbow",
-    "right_shoulder_to_right_elbow",
-    "left_elbow_to_left_wrist",
-    "right_elbow_to_right_wrist",
-)
-_LEGS_ALL = (
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-    *_LEG_LIMBS,
-    "left_hip_to_right_hip",
-)
-_LEGS_NO_ANKLES = ("left_hip", "right_hip", "left_knee", "right_knee", *_LEG_LIMBS)
-_FEET = ("left_ankle", "right_ankle")
-
-PART_GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
-    "one": {"full": FIELD_NAMES},
-    "two": {
-        "torso_arms_head": (
-            *_HEAD,
-            "left_shoulder",
-            "right_shoulder",
-            "left_shoulder_to_left_hip",
-            "right_shoulder_to_right_hip",
-            "left_shoulder_to_right_shoulder",
-            "left_elbow",
-            "right_elbow",
-            "left_wrist",
-            "right_wrist",
-            "left_shoulder_to_left_elbow",
-            "right_shoulder_to_right_elbow",
-            "left_elbow_to_left_wrist",
-            "right_elbow_to_right_wrist",
-        ),
-        "legs": _LEGS_ALL,
-    },
-    # Official 'three_v': head, torso with arms, legs (with feet).
-    "three_v": {
-        "head_mask": _HEAD,
-        "torso_arms_mask": (
-            "left_shoulder",
-            "right_shoulder",
-            "left_shoulder_to_left_hip",
-            "right_shoulder_to_right_hip",
-            "left_shoulder_to_right_shoulder",
-            "left_elbow",
-            "right_elbow",
-            "left_wrist",
-            "right_wrist",
-            "left_shoulder_to_left_elbow",
-            "right_shoulder_to_right_elbow",
-            "left_elbow_to_left_wrist",
-            "right_elbow_to_right_wrist",
-        ),
-        "legs_mask": _LEGS_ALL,
-    },
-    "four": {
-        "head_mask": _HEAD,
-        "arms_mask": _ARMS_4,
-        "torso_mask": (
-            "left_shoulder",
-            "right_shoulder",
-            "left_hip",
-            "right_hip",
-            "left_hip_to_right_hip",
-            "left_shoulder_to_left_hip",
-            "right_shoulder_to_right_hip",
-            "left_shoulder_to_right_shoulder",
-        ),
-        "legs_mask": _LEGS_ALL,
-    },
-    # Official 'four_v': head, upper body (torso + arms), legs, feet.
-    "four_v": {
-        "head_mask": _HEAD,
-        "arms_torso_mask": (
-            "left_elbow",
-            "right_elbow",
-            "left_wrist",
-            "right_wrist",
-            "left_shoulder_to_left_elbow",
-            "right_shoulder_to_right_elbow",
-            "left_elbow_to_left_wrist",
-            "right_elbow_to_right_wrist",
-            "left_shoulder",
-            "right_shoulder",
-            "left_hip",
-            "right_hip",
-            *_TORSO_LIMBS,
-        ),
-        "legs_mask": _LEGS_NO_ANKLES,
-        "feet_mask": _FEET,
-    },
-    "five": {
-        "head_mask": _HEAD,
-        "arms_mask": (*_LEFT_ARM, *_RIGHT_ARM),
-        "torso_mask": ("left_hip", "right_hip", *_TORSO_LIMBS),
-        "legs_mask": (
-            "left_hip_to_right_hip",
-            "left_hip",
-            "right_hip",
-            "left_knee",
-            "right_knee",
-            *_LEG_LIMBS,
-        ),
-        "feet_mask": _FEET,
-    },
-    "five_v": {
-        "head_mask": _HEAD,
-        "upper_arms_torso_mask": (
-            "left_elbow",
-            "right_elbow",
-            "left_shoulder_to_left_elbow",
-            "right_shoulder_to_right_elbow",
-            "left_shoulder",
-            "right_shoulder",
-            "left_shoulder_to_right_shoulder",
-        ),
-        "lower_arms_torso_mask": (
-            "left_wrist",
-            "right_wrist",
-            "left_elbow_to_left_wrist",
-            "right_elbow_to_right_wrist",
-            "left_hip",
-            "right_hip",
-            "right_shoulder_to_right_hip",  # official list: the left one is not there
-        ),
-        "legs_mask": _LEGS_NO_ANKLES,
-        "feet_mask": _FEET,
-    },
-    # Official 'six': 'eight' with each foot merged into its leg.
-    "six": {
-        "head_mask": _HEAD,
-        "left_arm_mask": _LEFT_ARM,
-        "right_arm_mask": _RIGHT_ARM,
-        "torso_mask": ("left_hip", "right_hip", *_TORSO_LIMBS),
-        "left_leg_mask": (
-            "left_knee",
-            "left_ankle",
-            "left_ankle_to_left_knee",
-            "left_knee_to_left_hip",
-            "left_hip_to_right_hip",
-        ),
-        "right_leg_mask": (
-            "right_knee",
-            "right_ankle",
-            "right_ankle_to_right_knee",
-            "right_knee_to_right_hip",
-        ),
-    },
-    "eight": {
-        "head_mask": _HEAD,
-        "left_arm_mask": _LEFT_ARM,
-        "right_arm_mask": _RIGHT_ARM,
-        "torso_mask": ("left_hip", "right_hip", *_TORSO_LIMBS),
-        "left_leg_mask": (
-            "left_knee",
-            "left_ankle_to_left_knee",
-            "left_knee_to_left_hip",
-            "left_hip_to_right_hip",  # official list: the hip limb sits with the left leg
-        ),
-        "right_leg_mask": ("right_knee", "right_ankle_to_right_knee", "right_knee_to_right_hip"),
-        "left_feet_mask": ("left_ankle",),
-        "right_feet_mask": ("right_ankle",),
-    },
-}
-# The official code names the two-part grouping 'two_v' and the three-part one 'three_v'.
-PART_GROUPINGS["two_v"] = PART_GROUPINGS["two"]
-
-_GROUPING_INDICES: dict[str, tuple[np.ndarray, ...]] = {
-    key: tuple(np.array([FIELD_INDEX[f] for f in fields]) for fields in parts.values())
-    for key, parts in PART_GROUPINGS.items()
-}
-
-
-def _unknown_grouping(grouping: str, valid: Mapping[str, object]) -> ConfigError:
-    return ConfigError(
-        f"Unknown part grouping '{grouping}' (model.bpbreid.masks.preprocess). "
-        f"Valid groupings: {', '.join(f'{k} ({num_parts(k)} parts)' for k in valid)}."
-    )
-
-
-def num_parts(grouping: str) -> int:
-    """Number of body parts ``K`` of a grouping (``'eight'`` -> 8).
-
-    Raises:
-        ConfigError: ``grouping`` is not a known grouping; the message lists the valid ones.
-    """
-    if grouping not in PART_GROUPINGS:
-        raise _unknown_grouping(grouping, PART_GROUPINGS)
-    return len(PART_GROUPINGS[grouping])
-
-
-def part_names(grouping: str) -> tuple[str, ...]:
-    """The ``K`` part names of a grouping, in channel order (``'head_mask'``, ...)."""
-    num_parts(grouping)  # validates
-    return tuple(PART_GROUPINGS[grouping])
-
-
-def check_grouping(preprocess: str, parts_num: int) -> None:
-    """Check that ``model.bpbreid.masks.parts_num`` matches the grouping ``preprocess``.
-
-    Raises:
-        ConfigError: unknown grouping, or ``parts_num`` differs from its number of parts.
-    """
-    k = num_parts(preprocess)
-    if k != parts_num:
-        same_k = [g for g in PART_GROUPINGS if len(PART_GROUPINGS[g]) == parts_num]
-        hint = f" or a grouping with {parts_num} parts: {', '.join(same_k)}" if same_k else ""
-        raise ConfigError(
-            f"model.bpbreid.masks.parts_num={parts_num} does not match "
-            f"model.bpbreid.masks.preprocess='{preprocess}', which has {k} parts. "
-            f"Set model.bpbreid.masks.parts_num={k}{hint}."
-        )
-
 
 # --------------------------------------------------------------------------------------
 # Loading label files
@@ -382,6 +68,34 @@ def _channel_axis(shape: tuple[int, ...]) -> int | None:
     if last and not first:
         return 2
     return None
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """``np.load`` of one label file, after checking its header against the file size.
+
+    A truncated file, or a header claiming a shape far larger than the data (a label
+    "bomb": ``np.load`` would allocate the claimed size first), is refused before any
+    allocation with a message that says so.
+    """
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version in ((1, 0), (2, 0)):
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(handle)
+            if not dtype.hasobject:  # object arrays: np.load refuses them below
+                claimed = math.prod(shape) * dtype.itemsize
+                held = os.fstat(handle.fileno()).st_size - handle.tell()
+                if held < claimed:
+                    raise ValueError(
+                        f"the header claims shape {tuple(shape)} ({claimed:,} bytes of "
+                        f"{dtype}) but the file holds {held:,}: it is truncated or corrupt"
+                    )
+        handle.seek(0)
+        return np.load(handle, allow_pickle=False)
 
 
 def load_parsing_label(path: str | Path) -> np.ndarray:
@@ -403,12 +117,17 @@ def load_parsing_label(path: str | Path) -> np.ndarray:
     """
     p = Path(path)
     if not p.is_file():
+        what = (
+            "is a dangling symbolic link or a link loop"
+            if p.is_symlink()
+            else ("is a folder" if p.is_dir() else "not found")
+        )
         raise LabelError(
-            f"Parsing label file not found: {p}. Check the dataset's masks folder "
+            f"Parsing label file {p} {what}. Check the dataset's masks folder "
             f"(model.bpbreid.masks.dir) or generate labels with `python -m bpbreid labels`."
         )
     try:
-        array = np.load(p, allow_pickle=False)
+        array = _read_npy(p)
     except Exception as exc:  # corrupt file, pickled object, not an .npy at all
         raise LabelError(f"Cannot read parsing label {p}: {exc}. Re-create this file.") from None
     if not isinstance(array, np.ndarray) or not (
@@ -548,22 +267,6 @@ def part_targets(
         exp = np.exp(logits)
         return (exp / exp.sum(axis=-3, keepdims=True)).astype(np.float32)
     return (masks / np.maximum(masks.sum(axis=-3, keepdims=True), 1e-12)).astype(np.float32)
-
-
-def hard_labels(targets: ArrayLike) -> ArrayLike:
-    """Per-pixel part label: argmax over the ``K + 1`` channels (0 = background).
-
-    Ties go to the lowest channel index, so background wins a tie with any part.
-
-    Args:
-        targets: ``[K+1, h, w]`` or ``[N, K+1, h, w]``.
-
-    Returns:
-        int64 ``[h, w]`` or ``[N, h, w]`` (tensor in, tensor out).
-    """
-    if isinstance(targets, torch.Tensor):
-        return targets.argmax(dim=-3).to(torch.int64)
-    return np.asarray(targets).argmax(axis=-3).astype(np.int64)
 
 
 def resize_maps(maps: ArrayLike, size: tuple[int, int], mode: str = "bilinear") -> ArrayLike:
@@ -959,7 +662,8 @@ def load_parsing_png(path: str | Path) -> np.ndarray:
                     f"(palette or grayscale PNG with values 0..19, LIP classes)."
                 )
             class_map = np.array(image, dtype=np.int64)
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        # a header claiming a huge image is refused like a corrupt one (names the file)
         raise LabelError(f"Cannot read parsing PNG {p}: {exc}. Re-create this file.") from None
     if class_map.size and (class_map.min() < 0 or class_map.max() >= len(LIP_CLASSES)):
         raise LabelError(

@@ -24,6 +24,7 @@ from torch import nn
 
 from bpbreid.config import Config, canonical_embedding
 from bpbreid.metrics import RankDetails, evaluate_rank, part_based_distance, re_ranking
+from bpbreid.parts import PART_EMBEDDINGS, PART_GROUPINGS
 
 __all__ = ["EvalResult", "evaluate", "extract_features", "embedding_names", "flip_permutation"]
 
@@ -31,7 +32,6 @@ __all__ = ["EvalResult", "evaluate", "extract_features", "embedding_names", "fli
 REPORTED_RANKS = (1, 5, 10, 20)
 # Largest part-mask size kept for the figures (height, width): enough for a heatmap.
 MASKS_SIZE = (32, 16)
-PART_EMBEDDINGS = ("parts", "bn_parts")
 
 
 @dataclass
@@ -141,14 +141,9 @@ def _model_part_names(model: nn.Module, cfg: Config | None, num_parts: int) -> l
     if names is not None and len(names) == num_parts:
         return list(names)
     if cfg is not None:
-        try:
-            from bpbreid.data.parsing import PART_GROUPINGS
-
-            grouping = PART_GROUPINGS.get(cfg.model.bpbreid.masks.preprocess)
-            if grouping is not None and len(grouping) == num_parts:
-                return list(grouping)
-        except ImportError:
-            pass
+        grouping = PART_GROUPINGS.get(cfg.model.bpbreid.masks.preprocess)
+        if grouping is not None and len(grouping) == num_parts:
+            return list(grouping)
     return [f"part_{i + 1}" for i in range(num_parts)]
 
 

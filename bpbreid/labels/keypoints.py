@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from bpbreid.data.parsing import KEYPOINT_NAMES, NUM_KEYPOINTS
 from bpbreid.errors import LabelError
+from bpbreid.parts import KEYPOINT_NAMES, NUM_KEYPOINTS
 
 # MediaPipe Pose landmark names, in MediaPipe's order (33).
 MEDIAPIPE_LANDMARKS: tuple[str, ...] = (

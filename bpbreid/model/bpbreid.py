@@ -46,12 +46,12 @@ from torch import Tensor, nn
 
 from bpbreid.config import Config, ConfigError, canonical_embedding
 from bpbreid.model.backbones import Backbone, build_backbone
+from bpbreid.parts import PART_EMBEDDINGS, PART_GROUPINGS, check_grouping, part_names
 
 PART_MODES: tuple[str, ...] = ("attention", "stripes", "global", "external")
 PART_HEADS: tuple[str, ...] = ("1x1", "3x3_stride4")
 TARGET_SEGMENTATION_MODES: tuple[str, ...] = ("none", "soft", "hard")
 # Embeddings that hold one vector per part ([N, K, D]); the others are [N, D] or [N, K*D].
-PART_EMBEDDINGS: tuple[str, ...] = ("parts", "bn_parts")
 # How foreground/background are pooled: GWAP (paper text) or the official masked average.
 FOREGROUND_POOLINGS: tuple[str, ...] = ("gwap", "masked_average")
 
@@ -593,14 +593,8 @@ def _part_names(part_mode: str, grouping: str, parts_num: int) -> tuple[str, ...
         return ()
     if part_mode == "stripes":
         return tuple(f"stripe_{i + 1}" for i in range(parts_num))
-    try:
-        from bpbreid.data.parsing import part_names
-
-        names = part_names(grouping)
-        if len(names) == parts_num:
-            return names
-    except (ImportError, ConfigError):
-        pass
+    if grouping in PART_GROUPINGS and len(PART_GROUPINGS[grouping]) == parts_num:
+        return part_names(grouping)
     return tuple(f"part_{i + 1}" for i in range(parts_num))
 
 
@@ -682,10 +676,6 @@ def validate_model_config(cfg: Config) -> None:
     if bp.masks.parts_num < 1:
         raise ConfigError(f"model.bpbreid.masks.parts_num must be >= 1, got {bp.masks.parts_num}.")
     if bp.part_mode in ("attention", "external"):
-        try:
-            from bpbreid.data.parsing import check_grouping
-        except ImportError:  # the parsing module is optional for the model
-            return
         check_grouping(bp.masks.preprocess, bp.masks.parts_num)
 
 

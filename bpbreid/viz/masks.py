@@ -264,7 +264,7 @@ def draw_skeleton(
 
     The person's left side is drawn in red, the right side in blue, the middle in white.
     """
-    from bpbreid.data.parsing import KEYPOINT_NAMES, LIMBS
+    from bpbreid.parts import KEYPOINT_NAMES, LIMBS
 
     kps = _numpy(keypoints)
     limbs = LIMBS if limbs is None else limbs
