@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -26,6 +25,7 @@ from bpbreid.data.synthetic import (
     render_sample,
     synthetic_dir,
 )
+from bpbreid.data.synthetic.render import _area_downsample, _dilate
 from bpbreid.errors import DatasetError
 
 KP = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
@@ -183,7 +183,7 @@ def test_holistic_and_occluded_renderings_differ_only_at_the_occluder():
     holistic = _sample(occluder=None)
     assert occluded.occluder == "box" and holistic.occluder == "none"
     # Blur and downsampling spread the occluder edge by a pixel or two.
-    near = synthetic._dilate(occluded.occluder_mask > 0, 3)
+    near = _dilate(occluded.occluder_mask > 0, 3)
     diff = np.abs(occluded.image.astype(int) - holistic.image.astype(int)).max(axis=-1)
     assert diff[~near].max() == 0
     assert diff[occluded.occluder_mask == 1].mean() > 5
@@ -198,7 +198,7 @@ def test_holistic_and_occluded_renderings_differ_only_at_the_occluder():
 def _label_cells(mask: np.ndarray, label_shape: tuple[int, int]) -> np.ndarray:
     """Fraction of each label cell covered by an output-resolution mask."""
     fh, fw = mask.shape[0] // label_shape[0], mask.shape[1] // label_shape[1]
-    return synthetic._area_downsample(mask, fh, fw)
+    return _area_downsample(mask, fh, fw)
 
 
 @pytest.mark.parametrize("kind", OCCLUDER_KINDS)
@@ -211,7 +211,7 @@ def test_no_body_label_under_an_occluder(kind: str):
     assert under.sum() > 5
     assert peak[under].max() < 1e-6
     # Outside the person (allowing the label dilation of one output pixel) nothing is body.
-    around = synthetic._dilate(sample.visible > 0, 1)
+    around = _dilate(sample.visible > 0, 1)
     outside = _label_cells(around.astype(np.float32), peak.shape) == 0
     assert peak[outside].max() < 1e-6
     # The visible body is labelled: fully visible cells are foreground (>= 0.5).
@@ -325,10 +325,10 @@ def test_keypoints_follow_the_image_size():
 
 
 def test_command_line_generates_and_reports_speed(tmp_path: Path, capsys):
-    parser = argparse.ArgumentParser()
-    synthetic.add_arguments(parser)
-    args = parser.parse_args(["--root", str(tmp_path), "--preset", "tiny", "--seed", "4"])
-    assert synthetic.run(args) == 0
+    from bpbreid.__main__ import main
+
+    argv = ["data", "synth", "--root", str(tmp_path), "--preset", "tiny", "--seed", "4"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "images/s" in out and "query_holistic" in out
-    assert read_meta(tmp_path / "tiny_s4_64x32")["seed"] == 4
+    assert read_meta(tmp_path / "synthetic" / "tiny_s4_64x32")["seed"] == 4
