@@ -238,7 +238,7 @@ def matmul_floor(problem: Problem, device: Any) -> Callable[[], None]:
     """The bare batched products ``[P, nq, D] x [P, D, ng]`` over the distance's blocks."""
     import torch
 
-    from bpbreid.metrics import _block_sizes
+    from bpbreid.metrics.distance import _block_sizes
 
     q = problem.query_feats.to(device).transpose(0, 1).contiguous()
     g = problem.gallery_feats.to(device).transpose(0, 1).contiguous()
