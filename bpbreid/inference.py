@@ -43,9 +43,9 @@ import torch
 from torch import nn
 
 from bpbreid.config import Config
+from bpbreid.data.datasets import IMAGE_EXTENSIONS
 from bpbreid.errors import CheckpointError, DatasetError
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # "<pid>_c<camera>..." (Market-1501 and DukeMTMC file names): identity and camera when known.
 _ID_CAMERA = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)")
 

@@ -365,3 +365,12 @@ def test_archive_conflicting_with_the_disk_is_refused(tmp_path: Path):
     (target / "query").write_text("a file where a folder belongs")
     with pytest.raises(DownloadError, match="is a file"):
         install_labels_archive(archive, "market1501", tmp_path / "data")
+
+
+def test_ranking_figures_draw_a_bomb_as_a_grey_box(tmp_path: Path):
+    from bpbreid.viz.ranking import _load_image
+
+    bomb = bomb_png(tmp_path / "bomb.png")
+    with pytest.warns(UserWarning, match="DecompressionBombError"):
+        image = _load_image(str(bomb), size=(8, 4))
+    assert image.shape == (8, 4, 3) and (image == 160).all()

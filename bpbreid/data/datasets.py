@@ -51,12 +51,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bpbreid.errors import DatasetError, LabelError
-from bpbreid.notebook import REPO_BRANCH, REPO_URL, find_repo_root
+from bpbreid.parts import DEFAULT_MASKS_DIR  # noqa: F401  (re-exported)
+from bpbreid.paths import REPO_BRANCH, REPO_URL, find_repo_root
 
 if TYPE_CHECKING:
     from bpbreid.config import Config
 
-DEFAULT_MASKS_DIR = "pifpaf_maskrcnn_filtering"
+# Image files this package reads, lower case with the dot (every folder listing uses it).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 README_HINT = (
     "data/README.md explains where each dataset goes and how to get it "
     f"({REPO_URL}/blob/{REPO_BRANCH}/data/README.md)."

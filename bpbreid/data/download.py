@@ -27,11 +27,12 @@ import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from bpbreid import gdrive
 from bpbreid.data.datasets import DATASETS, DEFAULT_MASKS_DIR, DatasetSpec, get_spec
 from bpbreid.errors import DownloadError
 
 LABELS_FOLDER_ID = "1IbCAbjj3XtV3_tFOsCuqBi79ZiDqNc1H"
-LABELS_FOLDER_URL = f"https://drive.google.com/drive/folders/{LABELS_FOLDER_ID}"
+LABELS_FOLDER_URL = gdrive.folder_url(LABELS_FOLDER_ID)
 DOWNLOADS_DIR = "_downloads"  # under the data root: archives kept for resuming/reuse
 
 # Words that identify each dataset's archive in the Drive folder (file names are matched
@@ -285,40 +286,16 @@ def download_labels(
         raise DownloadError(f"There are no official parsing labels for {spec.title}.")
     root = Path(root).expanduser()
     manual = manual_instructions(spec.name, root, masks_dir)
-    try:
-        import gdown
-    except ImportError:
-        raise DownloadError(
-            "Downloading from Google Drive needs gdown: pip install bpbreid[download] "
-            f"(or pip install gdown).\n{manual}"
-        ) from None
-    downloads = root / DOWNLOADS_DIR
-    try:
-        listing = gdown.download_folder(id=LABELS_FOLDER_ID, skip_download=True, quiet=True)
-    except Exception as exc:  # network errors come from requests, gdown or urllib
-        raise DownloadError(
-            f"Cannot list the labels folder {LABELS_FOLDER_URL} "
-            f"({type(exc).__name__}: {exc}).\n{manual}"
-        ) from None
-    files = {str(PurePosixPath(f.path).name): f.id for f in listing or []}
+    files = gdrive.list_folder(LABELS_FOLDER_ID, what="the labels folder", manual=manual)
     name = match_archive(spec.name, list(files))
     if name is None:
         raise DownloadError(
             f"No {spec.title} archive in {LABELS_FOLDER_URL} (found: "
             f"{', '.join(sorted(files)) or 'nothing'}).\n{manual}"
         )
-    archive = downloads / name
-    if not (archive.is_file() and _archive_ok(archive)):
-        downloads.mkdir(parents=True, exist_ok=True)
-        try:
-            result = gdown.download(id=files[name], output=str(archive), quiet=quiet, resume=True)
-        except Exception as exc:  # network errors come from requests, gdown or urllib
-            raise DownloadError(
-                f"Downloading {name} failed ({type(exc).__name__}: {exc}). Run the command "
-                f"again to resume.\n{manual}"
-            ) from None
-        if result is None or not archive.is_file():
-            raise DownloadError(f"Downloading {name} failed (no file written).\n{manual}")
+    archive = gdrive.download_file(
+        files[name], root / DOWNLOADS_DIR / name, quiet=quiet, manual=manual, check=_archive_ok
+    )
     target = install_labels_archive(archive, spec.name, root, masks_dir)
     if not keep_archive:
         archive.unlink(missing_ok=True)

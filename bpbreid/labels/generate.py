@@ -31,11 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bpbreid.data.datasets import IMAGE_EXTENSIONS
 from bpbreid.data.parsing import NUM_FIELDS, render_fields
 from bpbreid.errors import DatasetError, LabelError
-
-DEFAULT_MASKS_DIR = "pifpaf_maskrcnn_filtering"
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from bpbreid.parts import DEFAULT_MASKS_DIR
 
 
 def label_stride(height: int) -> int:

@@ -18,7 +18,7 @@ import torch
 
 from bpbreid.config import Config, config_from_dict, config_to_dict
 from bpbreid.errors import CheckpointError, ConfigError
-from bpbreid.parts import PART_GROUPINGS
+from bpbreid.parts import DEFAULT_MASKS_DIR, PART_GROUPINGS
 
 __all__ = ["OFFICIAL_BACKBONES", "OFFICIAL_DATASETS", "OfficialConfig", "config_from_official"]
 
@@ -148,7 +148,7 @@ def config_from_official(
             # foreground/background embeddings (GWAP only for parts): reproduce it exactly.
             "foreground_pooling": "masked_average",
             "masks": {
-                "dir": str(_get(bp, "masks.dir", "pifpaf_maskrcnn_filtering")),
+                "dir": str(_get(bp, "masks.dir", DEFAULT_MASKS_DIR)),
                 "preprocess": preprocess,
                 "parts_num": parts_num,
                 "softmax_weight": float(_get(bp, "masks.softmax_weight", 15.0)),

@@ -346,8 +346,13 @@ def _load_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError):
-        warnings.warn(f"Cannot read image '{path}': drawn as a grey box.", stacklevel=3)
+    # A decompression bomb (an image header claiming a huge size) is drawn as a grey box too:
+    # a figure should not stop on one bad file of a gallery.
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        warnings.warn(
+            f"Cannot read image '{path}' ({type(exc).__name__}): drawn as a grey box.",
+            stacklevel=3,
+        )
         h, w = size or (128, 64)
         return np.full((h, w, 3), 160, dtype=np.uint8)
 
