@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Iterable
 
 # command -> (module, one-line help). The module provides add_arguments() and run().
 # A command whose module is not part of this installation is left out of --help.
@@ -31,20 +33,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _installed(module_name: str) -> bool:
+    """Whether a module exists, found without running its packages' ``__init__``.
+
+    ``importlib.util.find_spec('a.b.c')`` imports ``a.b`` first, and a package that imports
+    torch on import would make every command line, ``--help`` included, wait for it.
+    """
+    first, *rest = module_name.split(".")
+    spec = importlib.util.find_spec(first)
+    for part in rest:
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        spec = importlib.machinery.PathFinder.find_spec(part, list(spec.submodule_search_locations))
+    return spec is not None
+
+
 def available_commands() -> dict[str, tuple[str, str]]:
     """The commands whose module is installed."""
-    out = {}
-    for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            found = importlib.util.find_spec(module_name) is not None
-        except ModuleNotFoundError:  # its parent package is not installed either
-            found = False
-        if found:
-            out[name] = (module_name, help_text)
-    return out
+    return {
+        name: (module_name, help_text)
+        for name, (module_name, help_text) in COMMANDS.items()
+        if _installed(module_name)
+    }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line parser.
+
+    Args:
+        commands: the commands whose module is imported and whose arguments are added;
+            None: all of them. Every command is listed in ``--help`` either way. A command
+            line names one command, and importing only its module keeps another command's
+            imports (torch, for some) from delaying it, or its errors, by seconds.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m bpbreid",
         description="Body part-based occluded person re-identification (BPBReID).",
@@ -53,16 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"bpbreid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
+    wanted = None if commands is None else set(commands)
     for name, (module_name, help_text) in available_commands().items():
-        module = importlib.import_module(module_name)
         cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if wanted is not None and name not in wanted:
+            continue
+        module = importlib.import_module(module_name)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run one command line; returns the exit status (2: a configuration or input error).
+
+    A malformed command line exits through argparse (``SystemExit(2)``, with the usage).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The command is the first argument (the top-level parser has only --help and --version).
+    parser = build_parser(argv[:1])
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

@@ -5,6 +5,12 @@ validated by OmegaConf's structured configs: YAML files and ``key=value`` overri
 merged onto the defaults, and an unknown key or a value of the wrong type stops with a
 :class:`ConfigError` that names the key and lists the valid ones.
 
+Values that can never work are refused the same way, when the config is read and so before
+any command builds a dataset or a model: numbers outside their domain
+(:data:`SETTING_BOUNDS`: a zero batch, a negative learning rate, a probability above 1),
+names the code does not implement (:data:`SETTING_CHOICES`: ``test.dist_metric=foo``) and
+settings that contradict each other (``parts_num`` against the grouping's number of parts).
+
 Where the official BPBReID code has a name the field knows, the same name is used
 (``model.bpbreid.masks.preprocess``, ``parts_num``, ``test_embeddings``,
 ``dim_reduce_output``, ``mask_filtering_training``...).
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,29 +36,16 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: F401  (MISSING re-exported)
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from bpbreid.errors import ConfigError  # re-exported: bpbreid.config.ConfigError
+from bpbreid.parts import (  # noqa: F401  (re-exported: the names lived here first)
+    DEFAULT_MASKS_DIR,
+    EMBEDDING_ALIASES,
+    EMBEDDINGS,
+    LOSS_EMBEDDINGS,
+    canonical_embedding,
+)
+
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid (unknown key, wrong type, bad value)."""
-
-
-# Readable embedding names, and the official BPBReID names accepted as aliases.
-EMBEDDINGS: tuple[str, ...] = ("global", "foreground", "background", "concat_parts", "parts")
-LOSS_EMBEDDINGS: tuple[str, ...] = ("global", "foreground", "background", "concat_parts", "parts")
-EMBEDDING_ALIASES: dict[str, str] = {
-    "globl": "global",
-    "foreg": "foreground",
-    "backg": "background",
-    "conct": "concat_parts",
-}
-
-
-def canonical_embedding(name: str) -> str:
-    """``'bn_foreg'`` -> ``'bn_foreground'``; readable names pass through unchanged."""
-    prefix = "bn_" if name.startswith("bn_") else ""
-    base = name.removeprefix("bn_")
-    return prefix + EMBEDDING_ALIASES.get(base, base)
 
 
 # --------------------------------------------------------------------------------------
@@ -89,7 +84,7 @@ class MasksConfig:
     """Parsing labels and how they become K part targets (official ``model.bpbreid.masks``)."""
 
     type: str = "disk"  # labels read from disk (official)
-    dir: str = "pifpaf_maskrcnn_filtering"  # official label folder name
+    dir: str = DEFAULT_MASKS_DIR  # official label folder name
     preprocess: str = "eight"  # part grouping: one | two | four | five | five_v | eight | ...
     parts_num: int = 8  # K, must match the grouping
     softmax_weight: float = 15.0  # official: targets = softmax(masks * 15) over K+1
@@ -211,6 +206,285 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------
+# Value domains
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric setting can take, checked when a config is loaded.
+
+    A bad value is refused before a dataset, model or run folder is built: a zero batch or
+    a negative learning rate would otherwise fail deep inside training, or worse, run to the
+    end and save a model that means nothing. ``meaning`` says what the setting is, in the
+    error message.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: ``value > low``; False: ``value >= low``
+    high_open: bool = False  # True: ``value < high``; False: ``value <= high``
+    nullable: bool = False  # ``null`` (None) is a valid "not set"
+    meaning: str = ""
+
+    def admits(self, value: Any) -> bool:
+        """Whether ``value`` (a number, or None when ``nullable``) lies in the range."""
+        if value is None:
+            return self.nullable
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def describe(self) -> str:
+        """``'>= 1'``, ``'> 0'``, ``'in [0, 1)'``; ``'... or null'`` when None is allowed."""
+        if self.low is not None and self.high is not None:
+            text = (
+                f"in {'(' if self.low_open else '['}{_number(self.low)}, "
+                f"{_number(self.high)}{')' if self.high_open else ']'}"
+            )
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        else:
+            text = "a finite number"
+        return f"{text} or null" if self.nullable else text
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The names a string setting can take (each item of a list setting, for lists)."""
+
+    values: tuple[str, ...]
+    meaning: str = ""
+    ignore_case: bool = False  # the code that reads it lower-cases the value first
+    nullable: bool = False
+
+    def admits(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        name = str(value).lower() if self.ignore_case else value
+        return name in self.values
+
+    def describe(self) -> str:
+        text = f"one of {', '.join(self.values)}"
+        return f"{text}, or null" if self.nullable else text
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _at_least(low: float, meaning: str, nullable: bool = False) -> Bounds:
+    return Bounds(low=low, meaning=meaning, nullable=nullable)
+
+
+def _positive(meaning: str) -> Bounds:
+    return Bounds(low=0, low_open=True, meaning=meaning)
+
+
+def _fraction(meaning: str, high_open: bool = False) -> Bounds:
+    return Bounds(low=0, high=1, high_open=high_open, meaning=meaning)
+
+
+# Numeric settings and their domains. A list setting (train.stepsize, data.norm_std) has
+# the domain checked on each item. Loss weights (loss.weights.<embedding>.id/tr) are checked
+# by LOSS_WEIGHT_BOUNDS, their keys being the embedding names of the table.
+SETTING_BOUNDS: dict[str, Bounds] = {
+    "data.height": _at_least(1, "image height in pixels fed to the network"),
+    "data.width": _at_least(1, "image width in pixels fed to the network"),
+    "data.norm_mean": Bounds(meaning="per-channel mean subtracted from the images"),
+    "data.norm_std": _positive("per-channel standard deviation the images are divided by"),
+    "data.workers": _at_least(0, "DataLoader worker processes; 0 loads in the main process"),
+    "data.synthetic.seed": _at_least(0, "seed of the synthetic dataset"),
+    "data.synthetic.height": _at_least(1, "synthetic image height; null: the preset's", True),
+    "data.synthetic.width": _at_least(1, "synthetic image width; null: the preset's", True),
+    "model.bpbreid.last_stride": Bounds(low=1, high=2, meaning="stride of the last stage"),
+    "model.bpbreid.dim_reduce_output": _at_least(
+        0, "embedding size after dimension reduction; 0 keeps the backbone's channels"
+    ),
+    "model.bpbreid.masks.parts_num": _at_least(1, "K, the number of body parts"),
+    "model.bpbreid.masks.softmax_weight": Bounds(
+        meaning="sharpness of the part-target softmax; <= 0 divides the maps by their sum"
+    ),
+    "model.bpbreid.masks.mask_filtering_threshold": _fraction(
+        "label confidence above which a pixel belongs to a part"
+    ),
+    "loss.pixel_weight": _at_least(0, "weight of the part-attention (pixel) loss"),
+    "loss.label_smoothing": _fraction("label smoothing of the identity losses", high_open=True),
+    "loss.triplet_margin": _at_least(0, "margin of the triplet losses"),
+    "train.seed": _at_least(0, "random seed of the run"),
+    "train.max_epoch": _at_least(1, "epochs of the run"),
+    "train.max_steps": _at_least(
+        1, "optimizer steps of the run; null: no step limit, train.max_epoch ends the run", True
+    ),
+    "train.batch_size": _at_least(1, "training images per batch, P identities x K images"),
+    "train.num_instances": _at_least(1, "K, images per identity in a training batch"),
+    "train.lr": _positive("learning rate"),
+    "train.weight_decay": _at_least(0, "weight decay of the optimizer"),
+    "train.stepsize": _at_least(1, "epochs at which multi_step decays the learning rate"),
+    "train.gamma": Bounds(low=0, high=1, low_open=True, meaning="multi_step decay factor"),
+    "train.warmup_epochs": _at_least(0, "epochs of linear learning-rate warmup"),
+    "train.eval_freq": _at_least(0, "epochs between evaluations; 0: only at the end"),
+    "train.validation_ids": _at_least(0, "training identities held out for validation"),
+    "train.threads": _at_least(1, "intra-op CPU threads; null: the default policy", True),
+    "train.save_every": _at_least(
+        1, "epochs between checkpoints (a large value saves only at the end)"
+    ),
+    "test.batch_size": _at_least(1, "images per evaluation batch"),
+    "test.visrank_topk": _at_least(1, "gallery ranks shown per ranking figure"),
+    "test.visrank_count": _at_least(1, "ranking figures saved"),
+}
+# List settings with a fixed length: one value per RGB channel.
+SETTING_LENGTHS: dict[str, int] = {"data.norm_mean": 3, "data.norm_std": 3}
+LOSS_WEIGHT_BOUNDS: dict[str, Bounds] = {
+    "id": _at_least(0, "weight of the identity loss on this embedding"),
+    "tr": _at_least(0, "weight of the triplet loss on this embedding"),
+}
+
+# Body-part groupings (model.bpbreid.masks.preprocess) and their number of parts K, so that
+# a K that does not match the grouping is refused when the config is read. The groupings
+# themselves (fields per part) are defined in bpbreid.parts; the tests keep the two in step.
+PART_GROUPING_SIZES: dict[str, int] = {
+    "one": 1,
+    "two": 2,
+    "two_v": 2,
+    "three_v": 3,
+    "four": 4,
+    "four_v": 4,
+    "five": 5,
+    "five_v": 5,
+    "six": 6,
+    "eight": 8,
+}
+
+# String settings and their valid names. The modules that implement them (metrics, optim,
+# losses, model, data) hold the same names; the tests keep the two in step. Checked here so
+# that a typo is refused when the config is read, not after the dataset and model are built.
+SETTING_CHOICES: dict[str, Choices] = {
+    "data.transforms": Choices(
+        tuple("rc re flip cj random_crop random_erase rf random_flip color_jitter".split()),
+        "training augmentations: rc, re, flip, cj or an official long name",
+        ignore_case=True,
+    ),
+    "model.name": Choices(("bpbreid",), "the model family"),
+    "model.backbone": Choices(
+        ("resnet50", "resnet50_ibn_a", "hrnet_w32", "resnet18", "resnet18_half"), "backbone"
+    ),
+    "model.bpbreid.part_mode": Choices(
+        ("attention", "stripes", "global", "external"), "how part masks are obtained"
+    ),
+    "model.bpbreid.head": Choices(("1x1", "3x3_stride4"), "part-attention head"),
+    "model.bpbreid.test_use_target_segmentation": Choices(
+        ("none", "soft", "hard"), "external masks at test time"
+    ),
+    "model.bpbreid.foreground_pooling": Choices(("gwap", "masked_average"), "foreground pooling"),
+    "model.bpbreid.masks.preprocess": Choices(tuple(PART_GROUPING_SIZES), "body-part grouping"),
+    "model.bpbreid.masks.background_computation_strategy": Choices(
+        ("threshold", "diff_from_max", "sum"), "how the background map is computed"
+    ),
+    "loss.preset": Choices(
+        ("gilt", "global_only", "parts_only", "id_everywhere", "triplet_everywhere"),
+        "GiLt ablation preset; null: the loss.weights table",
+        nullable=True,
+    ),
+    "loss.part_triplet": Choices(("average", "max", "min"), "how part distances are combined"),
+    "train.optim": Choices(("adam", "adamw", "sgd"), "optimizer", ignore_case=True),
+    "train.lr_scheduler": Choices(("multi_step", "cosine", "constant"), "learning-rate schedule"),
+    "train.amp": Choices(("auto", "bf16", "fp16", "off"), "mixed precision", ignore_case=True),
+    "train.loggers": Choices(
+        ("console", "csv", "tensorboard", "wandb"), "training loggers", ignore_case=True
+    ),
+    "test.dist_metric": Choices(("euclidean", "cosine"), "query-gallery distance"),
+}
+
+
+def _lookup(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _domain_problems(cfg: Config, keys: Iterable[str] | None = None) -> list[str]:
+    """One line per setting outside its domain (empty when every value is valid).
+
+    Args:
+        cfg: the configuration.
+        keys: only the settings at or under these dotted keys (e.g. the keys of some
+            overrides); None: every setting.
+    """
+    checks: list[tuple[str, str, Any, Bounds | Choices]] = []  # (key, shown key, value, rule)
+    for key, rule in (*SETTING_BOUNDS.items(), *SETTING_CHOICES.items()):
+        value = _lookup(cfg, key)
+        if isinstance(value, list | tuple):
+            checks += [(key, f"{key}[{i}]", item, rule) for i, item in enumerate(value)]
+        else:
+            checks.append((key, key, value, rule))
+    for name, weights in cfg.loss.weights.items():
+        for term, rule in LOSS_WEIGHT_BOUNDS.items():
+            key = f"loss.weights.{name}.{term}"
+            checks.append((key, key, getattr(weights, term), rule))
+    wanted = None if keys is None else tuple(keys)
+
+    def selected(key: str) -> bool:
+        return wanted is None or any(key == k or key.startswith(f"{k}.") for k in wanted)
+
+    problems = []
+    for key, length in SETTING_LENGTHS.items():
+        values = _lookup(cfg, key)
+        if selected(key) and len(values) != length:
+            problems.append(f"{key}={values} is invalid: it must hold {length} values.")
+    for key, shown_key, value, rule in checks:
+        if selected(key) and not rule.admits(value):
+            shown = "null" if value is None else repr(value)
+            finite = isinstance(value, float) and not math.isfinite(value)
+            problems.append(
+                f"{shown_key}={shown} is invalid: it must be {'finite and ' if finite else ''}"
+                f"{rule.describe()} ({rule.meaning})."
+            )
+    return problems
+
+
+def _cross_field_problems(cfg: Config) -> list[str]:
+    """Settings valid one by one but not together (checked once each is in its domain)."""
+    problems = []
+    train, masks = cfg.train, cfg.model.bpbreid.masks
+    if train.batch_size % train.num_instances != 0:
+        problems.append(
+            f"train.batch_size={train.batch_size} must be a multiple of "
+            f"train.num_instances={train.num_instances} (batches are P identities x K images)."
+        )
+    k = PART_GROUPING_SIZES[masks.preprocess]
+    if masks.parts_num != k:
+        same_k = [g for g, n in PART_GROUPING_SIZES.items() if n == masks.parts_num]
+        hint = (
+            f", or a grouping with {masks.parts_num} parts: {', '.join(same_k)}" if same_k else ""
+        )
+        problems.append(
+            f"model.bpbreid.masks.parts_num={masks.parts_num} does not match "
+            f"model.bpbreid.masks.preprocess='{masks.preprocess}', which has {k} parts: "
+            f"set model.bpbreid.masks.parts_num={k}{hint}."
+        )
+    return problems
+
+
+def _refuse(problems: list[str]) -> None:
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} invalid settings:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+# --------------------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------------------
 
@@ -297,7 +571,9 @@ def _to_config(node: DictConfig) -> Config:
 
 
 def _check_semantics(cfg: Config) -> None:
-    """Cross-field checks that the type system cannot express; normalizes embedding names."""
+    """Normalizes names, then refuses every value outside its domain and every cross-field
+    mismatch, all in one message, so that a run never starts with settings that cannot work.
+    """
     bp = cfg.model.bpbreid
     # YAML reads a bare `off`/`no` as false; the AMP switch means "off" then.
     if cfg.train.amp.lower() in ("false", "no", "none", "0"):
@@ -319,11 +595,9 @@ def _check_semantics(cfg: Config) -> None:
             raise ConfigError(
                 f"Unknown test embedding '{name}' in model.bpbreid.test_embeddings. Valid: {valid}."
             )
-    if cfg.train.batch_size % cfg.train.num_instances != 0:
-        raise ConfigError(
-            f"train.batch_size={cfg.train.batch_size} must be a multiple of "
-            f"train.num_instances={cfg.train.num_instances} (batches are P identities x K images)."
-        )
+    # Cross-field checks divide by and index with values that must be valid first.
+    _refuse(_domain_problems(cfg))
+    _refuse(_cross_field_problems(cfg))
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -333,14 +607,24 @@ def _parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"Override '{item}' has an empty key.")
-    value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    if raw.strip() == "":
+        return key, ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"Override '{item}': the value of {key} is not valid YAML ({problem}). "
+            "Write lists as [a,b] and quote a value that YAML would misread, "
+            f"e.g. \"{key}='a: b'\"."
+        ) from None
     return key, value
 
 
-def apply_overrides(cfg: Config, overrides: list[str] | None, source: str = "overrides") -> Config:
-    """Return a copy of ``cfg`` with dotted ``key=value`` overrides applied (values in YAML)."""
-    node = OmegaConf.structured(cfg)
-    for item in overrides or []:
+def _merge_overrides(node: DictConfig, overrides: Iterable[str]) -> list[str]:
+    """Apply ``key=value`` overrides to ``node`` in place; returns their dotted keys."""
+    keys = []
+    for item in overrides:
         key, value = _parse_override(item)
         _check_unknown(_nest(key, value), Config, "", f"override '{item}'")
         try:
@@ -349,10 +633,41 @@ def apply_overrides(cfg: Config, overrides: list[str] | None, source: str = "ove
             OmegaConf.update(node, key, value, merge=True)
         except OmegaConfBaseException as exc:
             raise _describe(exc, f"override '{item}'") from None
+        keys.append(key)
+    return keys
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None, source: str = "overrides") -> Config:
+    """Return a copy of ``cfg`` with dotted ``key=value`` overrides applied (values in YAML)."""
+    node = OmegaConf.structured(cfg)
+    _merge_overrides(node, overrides or [])
     try:
         return _to_config(node)
     except OmegaConfBaseException as exc:
         raise _describe(exc, source) from None
+
+
+def check_overrides(overrides: list[str] | None) -> None:
+    """Refuse malformed overrides, unknown keys and values outside their domain at once.
+
+    Commands whose base configuration is stored in a checkpoint (eval without ``--config``)
+    can only apply their overrides once the checkpoint is read; checking them first makes
+    a typo fail before torch is imported. The cross-field checks (``batch_size`` a multiple
+    of ``num_instances``, ``parts_num`` against the grouping) need the base configuration
+    and run when :func:`apply_overrides` applies the overrides to it.
+
+    Raises:
+        ConfigError: the first malformed override or unknown key; else every value of the
+            overrides outside its domain.
+    """
+    node = _structured()
+    keys = _merge_overrides(node, overrides or [])
+    try:
+        cfg = OmegaConf.to_object(node)
+    except OmegaConfBaseException as exc:
+        raise _describe(exc, "overrides") from None
+    assert isinstance(cfg, Config)
+    _refuse(_domain_problems(cfg, keys))
 
 
 def _nest(dotted: str, value: Any) -> dict:
@@ -381,6 +696,27 @@ def resolve_config_path(path: str | Path) -> Path:
     )
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML content of a config file; anything unreadable is a :class:`ConfigError`."""
+    if path.is_dir():
+        raise ConfigError(
+            f"Config '{path}' is a directory: give a YAML file or a bundled config name "
+            "(python -m bpbreid config --list)."
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Config file {path} is not UTF-8 text (byte {exc.start}): give a YAML config file."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, merged with a YAML file (if given), then with dotted overrides."""
     node = _structured()
@@ -388,10 +724,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         p = resolve_config_path(path)
         source = str(p)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+        data = _read_yaml(p)
         if not isinstance(data, dict):
             raise ConfigError(
                 f"{p} must hold a mapping of config sections, got {type(data).__name__}."

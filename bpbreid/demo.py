@@ -38,20 +38,55 @@ SECONDS_PER_STEP = {"bpbreid": 0.19, "global": 0.13, "global_id": 0.12, "global_
 CONTROL_MAX_PIXEL_WEIGHT = 5.0
 
 
+def _count(minimum: int) -> Any:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """``'bpbreid,global'`` -> ``('bpbreid', 'global')``; an unknown name is refused at once,
+    before a configuration is loaded or a dataset generated, with the valid names."""
+    models = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        what = f"unknown demo model(s) {', '.join(unknown)}" if unknown else "no demo model given"
+        raise argparse.ArgumentTypeError(f"{what}; valid: {', '.join(MODELS)}")
+    return models
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="training and data seed (default 0)")
+    parser.add_argument(
+        "--seed", type=_count(0), default=0, help="training and data seed (default 0)"
+    )
     parser.add_argument(
         "--preset", default=None, help="synthetic preset: tiny | small | default (config's)"
     )
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument(
+        "--steps", type=_count(1), default=None, help="training steps per model (>= 1)"
+    )
     parser.add_argument(
         "--config", default=None, help="base config (default: synthetic_cpu, or synthetic_gpu)"
     )
     parser.add_argument("--output-dir", default="outputs/demo", help="where results go")
     parser.add_argument(
-        "--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}"
+        "--models",
+        type=parse_models,
+        default=MODELS,
+        help=f"comma-separated subset of {', '.join(MODELS)} (default: all)",
     )
-    parser.add_argument("--processes", type=int, default=None, help="parallel trainings (CPU)")
+    parser.add_argument(
+        "--processes", type=_count(1), default=None, help="parallel trainings (CPU)"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--no-figures", action="store_true", help="skip the ranking figures")
     parser.add_argument("overrides", nargs="*", help="config overrides for every model (k=v)")
@@ -127,7 +162,7 @@ def train_all(configs: dict[str, Any], processes: int, progress: bool = True) ->
     """Train the configurations as parallel single-threaded processes, with one bar."""
     from tqdm.auto import tqdm
 
-    from bpbreid.engine.trainer import run_parallel
+    from bpbreid.engine.pool import run_parallel
 
     names = list(configs)
     total = sum(int(c.train.max_steps or 0) for c in configs.values())
@@ -381,7 +416,7 @@ def run_demo(
 
     from bpbreid.config import apply_overrides, load_config
     from bpbreid.data.datasets import build_dataset_from_config
-    from bpbreid.engine.trainer import resolve_output_dir
+    from bpbreid.paths import resolve_path
 
     cuda = torch.cuda.is_available() and device != "cpu"
     base = load_config(config or ("synthetic_gpu" if cuda else "synthetic_cpu"), overrides)
@@ -391,7 +426,7 @@ def run_demo(
     if steps:
         extra.append(f"train.max_steps={steps}")
     base = apply_overrides(base, extra)
-    out = resolve_output_dir(output_dir)
+    out = resolve_path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -457,13 +492,20 @@ def run_demo(
 
 
 def run(args: argparse.Namespace) -> int:
+    from bpbreid.config import check_overrides, load_config
+
+    # Settings that cannot work are refused before torch is imported and data generated.
+    if args.config is not None:
+        load_config(args.config, args.overrides)
+    else:
+        check_overrides(args.overrides)
     run_demo(
         seed=args.seed,
         preset=args.preset,
         steps=args.steps,
         config=args.config,
         output_dir=args.output_dir,
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        models=args.models,
         processes=args.processes,
         device=args.device,
         overrides=args.overrides,

@@ -21,14 +21,14 @@ Reference:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from bpbreid.errors import ConfigError
 
-ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:  # torch is imported where tensors are met: reading a config stays fast
+    import torch
 
 # --------------------------------------------------------------------------------------
 # The 36 fields (official order: 17 COCO keypoints, then 19 limbs)
@@ -365,7 +365,7 @@ def check_grouping(preprocess: str, parts_num: int) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def hard_labels(targets: ArrayLike) -> ArrayLike:
+def hard_labels(targets: np.ndarray | torch.Tensor) -> Any:
     """Per-pixel part label: argmax over the ``K + 1`` channels (0 = background).
 
     Ties go to the lowest channel index, so background wins a tie with any part.
@@ -376,7 +376,9 @@ def hard_labels(targets: ArrayLike) -> ArrayLike:
     Returns:
         int64 ``[h, w]`` or ``[N, h, w]`` (tensor in, tensor out).
     """
-    if isinstance(targets, torch.Tensor):
+    if not isinstance(targets, np.ndarray) and hasattr(targets, "argmax"):  # a tensor
+        import torch
+
         return targets.argmax(dim=-3).to(torch.int64)
     return np.asarray(targets).argmax(axis=-3).astype(np.int64)
 

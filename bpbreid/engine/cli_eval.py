@@ -46,16 +46,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
-    """``(model, cfg, state, kind)`` from a training checkpoint or an official one."""
+def _given_config(args: argparse.Namespace) -> Any:
+    """The ``--config`` configuration with the overrides, or None (the checkpoint's is used).
+
+    Called before torch and the checkpoint are loaded: a setting that cannot work, or a
+    malformed override, is refused at once. Without ``--config`` the overrides are checked
+    on their own here and against the checkpoint's configuration once it is read.
+    """
+    from bpbreid.config import check_overrides, load_config
+
+    if args.config is not None:
+        return load_config(args.config, args.overrides)
+    check_overrides(args.overrides)
+    return None
+
+
+def _load_model(args: argparse.Namespace, given: Any) -> tuple[Any, Any, Any, str]:
+    """``(model, cfg, state, kind)`` from a training checkpoint or an official one.
+
+    ``given``: the ``--config`` configuration (:func:`_given_config`), or None.
+    """
     from pathlib import Path
 
-    from bpbreid.config import apply_overrides, config_from_dict, load_config
+    from bpbreid.config import apply_overrides, config_from_dict
     from bpbreid.engine.checkpoint import load_checkpoint, read_checkpoint
     from bpbreid.engine.distributed import resolve_device
     from bpbreid.errors import CheckpointError
 
-    given = load_config(args.config, args.overrides) if args.config is not None else None
     try:
         stored = read_checkpoint(args.checkpoint)
     except CheckpointError as ours:
@@ -85,11 +102,13 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    given = _given_config(args)  # before the heavy imports below
+
     from bpbreid.data.datasets import build_dataset_from_config, build_loaders, testing_needs_masks
     from bpbreid.engine.evaluate import evaluate
     from bpbreid.errors import DatasetError
 
-    model, cfg, state, kind = _load_model(args)
+    model, cfg, state, kind = _load_model(args, given)
     device = next(model.parameters()).device
     data = build_dataset_from_config(cfg, require_masks=testing_needs_masks(cfg))
     test_only = dataclasses.replace(data, train=[])  # no training loader needed

@@ -52,15 +52,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bpbreid.config import load_config
-    from bpbreid.engine.distributed import cleanup, env_dist_info
-    from bpbreid.engine.trainer import Trainer
 
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
     if args.device:
         overrides.append(f"train.device={args.device}")
+    # Settings that cannot work are refused here, before torch is even imported.
     cfg = load_config(args.config, overrides)
+
+    from bpbreid.engine.distributed import cleanup, env_dist_info
+    from bpbreid.engine.trainer import Trainer
+    from bpbreid.model import validate_model_config
+
+    # The model's own checks (e.g. part_mode=global with part test embeddings) would
+    # otherwise run only once the dataset is generated and loaded.
+    validate_model_config(cfg)
     main = env_dist_info().is_main
     try:
         trainer = Trainer(cfg, progress=not args.no_progress)
