@@ -192,7 +192,7 @@ class Embeddings:
         return int(self.features.shape[0])
 
     def as_dict(self) -> dict[str, Any]:
-        """The layout of :func:`bpbreid.engine.evaluate.extract_features` (for figures)."""
+        """The layout of :func:`bpbreid.engine.evaluation.extract_features` (for figures)."""
         return {
             "features": self.features,
             "visibility": self.visibility,
@@ -345,7 +345,7 @@ class FeatureExtractor:
         Returns:
             :class:`Embeddings` (tensors on the CPU).
         """
-        from bpbreid.engine.evaluate import extract_features
+        from bpbreid.engine.evaluation import extract_features
 
         items = _as_items(images)
         loader = torch.utils.data.DataLoader(

@@ -14,9 +14,11 @@ from bpbreid.data.datasets import ReIDData, Sample
 from bpbreid.engine.checkpoint import read_checkpoint
 from bpbreid.engine.distributed import resolve_amp
 from bpbreid.engine.loggers import CSVLogger, build_loggers
+from bpbreid.engine.metrics_log import flatten_metrics
 from bpbreid.engine.optim import StepSchedule, build_schedule
 from bpbreid.engine.state import EngineState
-from bpbreid.engine.trainer import Trainer, flatten_metrics, split_validation
+from bpbreid.engine.trainer import Trainer
+from bpbreid.engine.validation import split_validation
 from bpbreid.errors import TrainingError
 from bpbreid.losses import GiLtLoss
 from bpbreid.model import build_model
@@ -283,13 +285,33 @@ def test_flatten_metrics_keeps_scalars():
     }
 
 
+def test_former_import_paths_still_work():
+    import importlib
+
+    import bpbreid.engine
+    from bpbreid.engine import evaluation, pool, trainer, validation
+    from bpbreid.paths import resolve_path
+
+    assert trainer.flatten_metrics is flatten_metrics
+    assert trainer.split_validation is split_validation
+    assert trainer.run_parallel is pool.run_parallel
+    assert trainer.SELECTION_METRICS is validation.SELECTION_METRICS
+    assert trainer.resolve_output_dir is resolve_path
+    assert importlib.import_module("bpbreid.engine.evaluate") is evaluation
+    from bpbreid.engine import evaluate
+    from bpbreid.engine.evaluate import extract_features
+
+    assert evaluate is evaluation.evaluate and bpbreid.engine.evaluate is evaluate
+    assert extract_features is evaluation.extract_features
+
+
 def test_engine_state_is_plain():
     state = EngineState(epoch=1, step=5, history=[{"total": torch.tensor(2.0)}])
     assert state.to_dict()["history"] == [{"total": 2.0}]
 
 
 def test_run_parallel_trains_each_config_in_its_own_process(tmp_path, data_root):
-    from bpbreid.engine.trainer import run_parallel
+    from bpbreid.engine.pool import run_parallel
 
     def config(name, *extra):
         return synthetic_cfg(

@@ -1,4 +1,4 @@
-"""Tests of the evaluation loop (bpbreid.engine.evaluate) on tiny fake and real models."""
+"""Tests of the evaluation loop (bpbreid.engine.evaluation) on tiny fake and real models."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from bpbreid.config import Config, load_config
-from bpbreid.engine.evaluate import (
+from bpbreid.engine.evaluation import (
     EvalResult,
     embedding_names,
     evaluate,

@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bpbreid.config import Config  # noqa: E402
-from bpbreid.engine.evaluate import evaluate  # noqa: E402
+from bpbreid.engine.evaluation import evaluate  # noqa: E402
 from bpbreid.viz.ranking import (  # noqa: E402
     CORRECT_COLOUR,
     WRONG_COLOUR,

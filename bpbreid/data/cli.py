@@ -332,7 +332,7 @@ def run_download(args: argparse.Namespace) -> int:
 def run_synth(args: argparse.Namespace) -> int:
     from bpbreid.data.datasets import build_dataset
     from bpbreid.errors import DatasetError
-    from bpbreid.notebook import find_repo_root
+    from bpbreid.paths import find_repo_root
 
     try:
         from bpbreid.data import synthetic

@@ -1,7 +1,8 @@
 """Training and evaluation engine: trainer, checkpoints, loggers, evaluation loop.
 
-Names are imported on first use, so that the command line (``python -m bpbreid train
---help``) answers without loading PyTorch.
+Names are imported on first use (the table below says from which module), so that the
+command modules that live in this package (``python -m bpbreid train --help``) answer
+without loading PyTorch.
 
 Example::
 
@@ -22,9 +23,9 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "EngineState": "bpbreid.engine.state",
     "Trainer": "bpbreid.engine.trainer",
-    "run_parallel": "bpbreid.engine.trainer",
-    "split_validation": "bpbreid.engine.trainer",
-    "flatten_metrics": "bpbreid.engine.trainer",
+    "run_parallel": "bpbreid.engine.pool",
+    "split_validation": "bpbreid.engine.validation",
+    "flatten_metrics": "bpbreid.engine.metrics_log",
     "save_checkpoint": "bpbreid.engine.checkpoint",
     "load_checkpoint": "bpbreid.engine.checkpoint",
     "read_checkpoint": "bpbreid.engine.checkpoint",
@@ -37,8 +38,8 @@ _EXPORTS: dict[str, str] = {
     "Logger": "bpbreid.engine.loggers",
     "resolve_amp": "bpbreid.engine.distributed",
     "resolve_device": "bpbreid.engine.distributed",
-    "evaluate": "bpbreid.engine.evaluate",
-    "EvalResult": "bpbreid.engine.evaluate",
+    "evaluate": "bpbreid.engine.evaluation",
+    "EvalResult": "bpbreid.engine.evaluation",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -60,9 +61,10 @@ def __dir__() -> list[str]:
 class _EngineModule(types.ModuleType):
     """Keeps ``bpbreid.engine.evaluate`` the function.
 
-    Importing the submodule ``bpbreid.engine.evaluate`` would otherwise replace the
-    package attribute with the module, and ``from bpbreid.engine import evaluate`` would
-    then return a module instead of the function.
+    ``bpbreid.engine.evaluate`` is also the former module path of
+    :mod:`bpbreid.engine.evaluation` (an alias, still importable). Importing it would
+    otherwise replace the package attribute with the module, and
+    ``from bpbreid.engine import evaluate`` would then return a module, not the function.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -183,7 +183,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "The file is corrupt or truncated, or it holds Python objects that a safe load "
             "refuses (official BPBReID checkpoints store a pickled config: open those with "
             "bpbreid.official.load_official_checkpoint). Re-train or copy the file again."
-        ) from None
+        ) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT or "model" not in data:
         keys = ", ".join(sorted(map(str, data))[:8]) if isinstance(data, dict) else type(data)
         raise CheckpointError(

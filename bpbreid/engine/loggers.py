@@ -144,6 +144,7 @@ class ConsoleLogger(Logger):
         self._close_bar()
         total = f"/{self.max_epoch}" if self.max_epoch else ""
         parts = [f"{k} {_fmt(v)}" for k, v in _line_fields(metrics).items()]
+        # The console logger's own output (its stream, stdout by default), not a diagnostic.
         print(f"{self.prefix}epoch {epoch}{total} | " + " | ".join(parts), file=self.stream)
         self.stream.flush()
 
@@ -284,12 +285,12 @@ class TensorBoardLogger(Logger):
     def __init__(self, output_dir: str | Path) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
+        except ImportError as exc:
             raise ConfigError(
                 "train.loggers includes 'tensorboard' but the tensorboard package is not "
                 "installed: `pip install tensorboard` (or `pip install bpbreid[tensorboard]`), "
                 "or remove 'tensorboard' from train.loggers."
-            ) from None
+            ) from exc  # a broken install shows why
         self.writer = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
 
     def log_scalars(self, step: int, values: dict[str, float]) -> None:
@@ -314,12 +315,12 @@ class WandbLogger(Logger):
     def __init__(self, output_dir: str | Path, name: str, config: dict[str, Any]) -> None:
         try:
             import wandb
-        except ImportError:
+        except ImportError as exc:
             raise ConfigError(
                 "train.loggers includes 'wandb' but the wandb package is not installed: "
                 "`pip install wandb` (or `pip install bpbreid[wandb]`), or remove 'wandb' "
                 "from train.loggers."
-            ) from None
+            ) from exc  # a broken install shows why
         self._wandb = wandb
         self.run = wandb.init(project="bpbreid", name=name, config=config, dir=str(output_dir))
 

@@ -9,7 +9,7 @@ holding it loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -109,6 +109,10 @@ class EngineState:
     def restore_rng(self) -> None:
         """Set the process RNGs to ``self.rng`` (no-op when empty)."""
         restore_rng_states(self.rng)
+
+    def without_rng(self) -> EngineState:
+        """A copy without the RNG states (model-only files, results of other processes)."""
+        return replace(self, rng={})
 
     @property
     def last_metrics(self) -> dict[str, Any]:

@@ -8,8 +8,8 @@ epochs and ``model.pth`` at the end, and returns the :class:`EngineState`.
 Speed: on CUDA it uses mixed precision (bf16, or fp16 with a GradScaler), channels_last,
 TF32 (stated explicitly), pinned memory, non-blocking copies and optionally
 ``torch.compile``. On CPU it trains in fp32 with the thread policy of
-:func:`bpbreid.notebook.thread_policy` (one thread per process on small machines) and
-:func:`run_parallel` trains several configurations as separate processes.
+:func:`bpbreid.paths.thread_policy` (one thread per process on small machines) and
+:func:`bpbreid.engine.pool.run_parallel` trains several configurations as separate processes.
 
 A run locks its output folder (``<output_dir>/.lock``; a second run on it is refused, a
 killed run's lock is taken over), never saves weights holding inf/NaN, and warns at the end
@@ -17,7 +17,7 @@ when the loss or the weights ran away.
 
 Model selection is never made on the test set: the reported model is the last epoch's,
 or, with ``train.validation_ids > 0``, the best on a validation split carved from the
-training identities.
+training identities (:mod:`bpbreid.engine.validation`).
 
 Example::
 
@@ -30,15 +30,11 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import multiprocessing
-import os
 import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +44,7 @@ from torch import nn
 
 from bpbreid.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from bpbreid.errors import BPBReIDError, CheckpointError, TrainingError
+from bpbreid.paths import resolve_path, seed_everything, thread_policy
 
 from .checkpoint import (
     describe_entries,
@@ -68,10 +65,14 @@ from .distributed import (
     resolve_amp,
     resolve_device,
 )
+from .evaluation import evaluate
 from .files import remove_stale_temporaries
 from .health import RECENT_STEPS, TrainingWarning, runaway_findings
+from .loaders import count_classes, tune_train_loader
+from .loaders import seed_worker as seed_worker
 from .lock import RunLock
 from .loggers import Logger, MultiLogger, build_loggers
+from .metrics_log import flatten_metrics
 from .optim import (
     apply_current_settings,
     build_optimizer,
@@ -79,136 +80,20 @@ from .optim import (
     changed_settings,
     load_scheduler_state,
 )
+from .pool import run_parallel as run_parallel
 from .state import EngineState
+from .validation import SELECTION_METRICS as SELECTION_METRICS
+from .validation import selection_value, split_validation
+
+# ``seed_worker``, ``run_parallel``, ``SELECTION_METRICS`` (``X as X`` above) and
+# ``resolve_output_dir`` live elsewhere and stay importable from here for older imports.
+resolve_output_dir = resolve_path
 
 StepHook = Callable[["Trainer", int, dict[str, float]], None]
 
 LAST_CHECKPOINT = "last.pth"
 BEST_CHECKPOINT = "best.pth"
 MODEL_FILE = "model.pth"
-SELECTION_METRICS = ("mAP", "map", "rank1", "rank-1", "r1")
-
-
-def resolve_output_dir(path: str | Path) -> Path:
-    """``train.output_dir``: relative paths are taken from the repository root (as data)."""
-    from bpbreid.notebook import find_repo_root
-
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else find_repo_root() / p
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (all devices)."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG that libraries use)
-    torch.manual_seed(seed)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: NumPy/Python seeds from the worker's torch seed.
-
-    PyTorch seeds each worker's torch RNG from the loader's generator; NumPy and Python
-    (used by the augmentations) follow it, so resumed and repeated runs draw the same.
-    """
-    import random
-
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)  # noqa: NPY002
-    random.seed(seed)
-
-
-def split_validation(data: Any, num_ids: int, seed: int = 0) -> tuple[Any, Any]:
-    """Carve ``num_ids`` training identities into a validation query/gallery split.
-
-    For every chosen identity, up to one random image per camera becomes a query, as long as
-    every query keeps a gallery image of its identity from another camera (the Market-1501
-    protocol ignores same-camera matches); the other images form the gallery.
-    The remaining training identities are relabelled ``0..N-1``.
-
-    Args:
-        data: a :class:`bpbreid.data.datasets.ReIDData`.
-        num_ids: identities to hold out (``train.validation_ids``).
-        seed: which identities and queries are drawn.
-
-    Returns:
-        ``(train_data, val_data)``: two ``ReIDData``; ``val_data`` has no training samples.
-
-    Raises:
-        ConfigError: too few identities would be left to train on.
-    """
-    from bpbreid.data.datasets import relabel
-
-    pids = sorted({s.pid for s in data.train})
-    if num_ids >= len(pids) - 1:
-        raise ConfigError(
-            f"train.validation_ids={num_ids} leaves too few of the {len(pids)} training "
-            "identities to train on. Lower train.validation_ids."
-        )
-    rng = np.random.default_rng([seed, 7919])
-    val_pids = {int(p) for p in rng.choice(pids, size=num_ids, replace=False)}
-    train = [s for s in data.train if s.pid not in val_pids]
-    query, gallery = [], []
-    for pid in sorted(val_pids):
-        samples = [s for s in data.train if s.pid == pid]
-        picked: set[int] = set()
-        for cam in rng.permutation(sorted({s.camid for s in samples})):
-            candidate = int(rng.choice([i for i, s in enumerate(samples) if s.camid == cam]))
-            trial = picked | {candidate}
-            # Keep a query only if it and every earlier one still have a gallery match
-            # from another camera (the protocol ignores same-camera matches).
-            gallery_cams = {s.camid for i, s in enumerate(samples) if i not in trial}
-            if all(gallery_cams - {samples[q].camid} for q in trial):
-                picked = trial
-        query.extend(s for i, s in enumerate(samples) if i in picked)
-        gallery.extend(s for i, s in enumerate(samples) if i not in picked)
-    train_data = dataclasses.replace(data, train=relabel(train))
-    val_data = dataclasses.replace(data, train=[], query=query, gallery=gallery, extra_queries={})
-    return train_data, val_data
-
-
-def flatten_metrics(result: Any, prefix: str = "") -> dict[str, float]:
-    """Scalar metrics of an evaluation result (dataclass, dict or object) as ``{name: float}``.
-
-    Nested sections become ``section/name``; lists (e.g. a full CMC curve) and arrays are
-    left out; the object's ``flat_metrics()``/``to_dict()``/``as_dict()`` is used if it has one.
-    """
-    if result is None:
-        return {}
-    for name in ("flat_metrics", "to_dict", "as_dict"):
-        method = getattr(result, name, None)
-        if callable(method):
-            result = method()
-            break
-    else:
-        if dataclasses.is_dataclass(result) and not isinstance(result, type):
-            result = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
-    if not isinstance(result, Mapping):
-        return {}
-    out: dict[str, float] = {}
-    for key, value in result.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int | float | np.integer | np.floating):
-            out[name] = float(value)
-        elif isinstance(value, torch.Tensor) and value.numel() == 1:
-            out[name] = float(value.item())
-        elif isinstance(value, Mapping) or (
-            dataclasses.is_dataclass(value) and not isinstance(value, type)
-        ):
-            out.update(flatten_metrics(value, f"{name}/"))
-    return out
-
-
-def _selection_value(metrics: Mapping[str, float]) -> tuple[str, float] | None:
-    """The metric used to pick the best validation epoch (mAP, else rank-1)."""
-    for wanted in SELECTION_METRICS:
-        for key, value in metrics.items():
-            if key.split("/")[-1] == wanted:
-                return key, value
-    return None
 
 
 class Trainer:
@@ -250,7 +135,7 @@ class Trainer:
         configure_backends(self.device, deterministic=train.deterministic)
         seed_everything(train.seed)
 
-        self.output_dir = resolve_output_dir(train.output_dir)
+        self.output_dir = resolve_path(train.output_dir)
         self.progress = progress
         self.log_prefix = log_prefix
         self.step_hooks = list(step_hooks)
@@ -328,8 +213,6 @@ class Trainer:
     def _set_threads(self) -> None:
         if self.device.type != "cpu":
             return
-        from bpbreid.notebook import thread_policy
-
         threads = self.cfg.train.threads or thread_policy()
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -359,38 +242,10 @@ class Trainer:
                 loaders["val_query"], loaders["val_gallery"] = val["query"], val["gallery"]
             if num_classes is None:
                 num_classes = data.num_train_pids
-        loaders["train"] = self._tune_train_loader(loaders["train"])
+        loaders["train"] = tune_train_loader(loaders["train"], cfg.train.deterministic)
         if num_classes is None:
-            num_classes = _count_classes(loaders["train"])
+            num_classes = count_classes(loaders["train"])
         return loaders, int(num_classes)
-
-    def _tune_train_loader(self, loader: Any) -> Any:
-        """Seeded workers; in deterministic mode, fresh workers each epoch.
-
-        Persistent workers keep their augmentation RNG across epochs, which a resumed run
-        cannot restore; deterministic runs restart them (a little slower) so that resuming
-        gives exactly the uninterrupted run.
-        """
-        from torch.utils.data import DataLoader
-
-        if not isinstance(loader, DataLoader) or loader.num_workers == 0:
-            return loader
-        persistent = loader.persistent_workers and not self.cfg.train.deterministic
-        if loader.worker_init_fn is not None and persistent == loader.persistent_workers:
-            return loader
-        return DataLoader(
-            loader.dataset,
-            batch_size=loader.batch_size,
-            sampler=loader.sampler,
-            drop_last=loader.drop_last,
-            num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
-            pin_memory=loader.pin_memory,
-            persistent_workers=persistent,
-            worker_init_fn=loader.worker_init_fn or seed_worker,
-            generator=loader.generator,
-            prefetch_factor=loader.prefetch_factor,
-        )
 
     def _validation_loaders(self) -> tuple[Any, Any] | None:
         if "val_query" in self.loaders and "val_gallery" in self.loaders:
@@ -460,7 +315,7 @@ class Trainer:
 
     def _save_model_only(self, path: Path) -> Path:
         return save_checkpoint(
-            path, self.model, self.cfg, num_classes=self.num_classes, state=_without_rng(self.state)
+            path, self.model, self.cfg, num_classes=self.num_classes, state=self.state.without_rng()
         )
 
     def resume(self, path: str | Path | None = None) -> EngineState:
@@ -526,7 +381,12 @@ class Trainer:
         return self.state
 
     def _say(self, text: str) -> None:
-        """A line on the console from the writing process (the run name first, if any)."""
+        """A line on the console from the writing process (the run name first, if any).
+
+        A print, not a log record: these notes (a resume with changed settings, a lock taken
+        over, leftovers removed) are meant for the person running the training and must show
+        in a notebook's cell output, where an unconfigured ``logging`` shows nothing.
+        """
         if self.dist.is_main:
             prefix = f"[{self.log_prefix}] " if self.log_prefix else ""
             print(f"{prefix}{text}", flush=True)
@@ -777,8 +637,6 @@ class Trainer:
         self, query_loader: Any = None, gallery_loader: Any = None, extra: Any = None
     ) -> Any:
         """Evaluate the model (rank 0; others wait). Default: the test query/gallery sets."""
-        from bpbreid.engine.evaluate import evaluate
-
         result = None
         if self.dist.is_main:
             if query_loader is None:
@@ -809,7 +667,7 @@ class Trainer:
         return metrics
 
     def _track_best(self, metrics: Mapping[str, float], epoch: int) -> None:
-        chosen = _selection_value(metrics)
+        chosen = selection_value(metrics)
         if chosen is None:
             return
         _, value = chosen
@@ -892,18 +750,6 @@ class ModelWithLoss(nn.Module):
         return self.criterion(output, pids, target_masks)
 
 
-def _count_classes(loader: Any) -> int:
-    dataset = getattr(loader, "dataset", None)
-    samples = getattr(dataset, "samples", None)
-    if samples:
-        return len({int(getattr(s, "pid", s[1] if isinstance(s, tuple) else s)) for s in samples})
-    raise ConfigError("Cannot tell the number of training identities: pass num_classes=.")
-
-
-def _without_rng(state: EngineState) -> EngineState:
-    return dataclasses.replace(state, rng={})
-
-
 def _describe_setting_changes(settings: Mapping[str, tuple[Any, Any]]) -> str:
     """``resume: train.lr changed 1e+09 -> 0.001; ...`` for the optimizer/schedule keys."""
     changes = "; ".join(
@@ -926,78 +772,3 @@ def _config_changes(stored: Any, cfg: Config) -> list[str]:
     except ConfigError:
         return ["(stored config unreadable)"]
     return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in config_diff(cfg, before).items()]
-
-
-# --------------------------------------------------------------------------------------
-# Several trainings in parallel (CPU)
-# --------------------------------------------------------------------------------------
-
-
-def _train_in_process(cfg_dict: dict[str, Any], threads: int, resume: bool) -> dict[str, Any]:
-    """One training in a spawned process; returns its state (without RNG) as a dict."""
-    cfg = config_from_dict(cfg_dict)
-    cfg.train.threads = threads
-    torch.set_num_threads(threads)
-    state = Trainer(cfg, progress=False, log_prefix=cfg.name).fit(resume=resume)
-    return _without_rng(state).to_dict()
-
-
-def _prepare_datasets(configs: Sequence[Config]) -> None:
-    """Generate each synthetic dataset once, before the processes start.
-
-    Several processes generating the same (cached) dataset at once would race on its files.
-    """
-    from bpbreid.data.datasets import build_dataset_from_config
-
-    seen: set[str] = set()
-    for cfg in configs:
-        key = repr(config_to_dict(cfg)["data"])
-        if cfg.data.name == "synthetic" and key not in seen:
-            seen.add(key)
-            build_dataset_from_config(cfg)
-
-
-def run_parallel(
-    configs: Sequence[Config],
-    processes: int | None = None,
-    threads: int = 1,
-    resume: bool = False,
-) -> list[EngineState]:
-    """Train several configurations at once, one single-threaded process each.
-
-    On a small CPU, separate single-threaded processes use the cores far better than one
-    multi-threaded run after another (two threads on two cores measured ~16x slower per
-    step). Processes are started with ``spawn`` (safe in notebooks and on every OS).
-
-    Args:
-        configs: the runs; give each its own ``train.output_dir``.
-        processes: how many run at once (default: one per config, at most the CPU count).
-        threads: intra-op threads per process.
-        resume: continue each run from its ``last.pth``.
-
-    Returns:
-        The final :class:`EngineState` of each run, in the order of ``configs``.
-
-    Raises:
-        TrainingError: a run failed (names the run and the reason).
-    """
-    dirs = [str(resolve_output_dir(c.train.output_dir)) for c in configs]
-    if len(set(dirs)) != len(dirs):
-        raise ConfigError(
-            "run_parallel: the configurations share a train.output_dir; give each run its own."
-        )
-    _prepare_datasets(configs)
-    workers = processes or max(1, min(len(configs), os.cpu_count() or 1))
-    context = multiprocessing.get_context("spawn")
-    states: list[EngineState] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [
-            pool.submit(_train_in_process, config_to_dict(cfg), threads, resume) for cfg in configs
-        ]
-        for cfg, future in zip(configs, futures):
-            try:
-                states.append(EngineState.from_dict(future.result()))
-            except (BPBReIDError, ConfigError) as exc:
-                pool.shutdown(wait=False, cancel_futures=True)  # runs not started yet
-                raise TrainingError(f"Run '{cfg.name}' failed: {exc}") from None
-    return states

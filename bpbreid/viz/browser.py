@@ -106,7 +106,7 @@ def ranking_browser(
     """A browser over the rankings of an evaluation (worst queries first by default).
 
     Args:
-        result: an evaluation result (:class:`bpbreid.engine.evaluate.EvalResult`).
+        result: an evaluation result (:class:`bpbreid.engine.evaluation.EvalResult`).
         set_name: query set.
         topk: gallery matches shown at first.
         order: ``"worst"``, ``"best"``, ``"random"`` or ``"index"`` (query order).

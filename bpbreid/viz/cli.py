@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from bpbreid.data.datasets import build_dataset_from_config, build_loaders, testing_needs_masks
     from bpbreid.engine import load_checkpoint, read_checkpoint
     from bpbreid.engine.distributed import resolve_device
-    from bpbreid.engine.evaluate import evaluate
+    from bpbreid.engine.evaluation import evaluate
     from bpbreid.errors import CheckpointError
     from bpbreid.viz.plots import plot_ap_histogram, plot_cmc
     from bpbreid.viz.ranking import save_rankings

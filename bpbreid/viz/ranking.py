@@ -417,7 +417,7 @@ def save_rankings(
     """Write one ranking PNG per chosen query of an evaluation.
 
     Args:
-        result: an evaluation result (:class:`bpbreid.engine.evaluate.EvalResult`).
+        result: an evaluation result (:class:`bpbreid.engine.evaluation.EvalResult`).
         out_dir: folder for the PNGs (created).
         which: ``"worst"``, ``"best"`` (by average precision), ``"random"``, or indices.
         topk: gallery matches per figure.
