@@ -1,8 +1,9 @@
 """Command line: ``python -m bpbreid <command> ...`` (also installed as ``bpbreid``).
 
-Each command lives in its own module with two functions, ``add_arguments(parser)`` and
-``run(args) -> int``; heavy imports (torch, datasets) happen inside ``run`` so that
-``--help`` answers at once.
+Each command is one module of :mod:`bpbreid.cli` with two functions,
+``add_arguments(parser)`` and ``run(args) -> int``; heavy imports (torch, datasets) happen
+inside ``run``, and only the chosen command's module is imported, so that ``--help``
+answers at once.
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ from collections.abc import Iterable
 # command -> (module, one-line help). The module provides add_arguments() and run().
 # A command whose module is not part of this installation is left out of --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("bpbreid.demo", "run the main job on the embedded synthetic data"),
+    "demo": ("bpbreid.cli.demo", "run the main job on the embedded synthetic data"),
     "data": (
-        "bpbreid.data.cli",
+        "bpbreid.cli.data",
         "datasets: check a layout, generate the synthetic set, get labels",
     ),
-    "train": ("bpbreid.engine.cli_train", "train a model from a config"),
-    "eval": ("bpbreid.engine.cli_eval", "evaluate a checkpoint on query/gallery sets"),
-    "bench": ("bpbreid.bench", "speed benchmarks with a baseline measured in the same run"),
-    "visualize": ("bpbreid.viz.cli", "ranking figures for chosen queries"),
-    "labels": ("bpbreid.labels.cli", "parsing labels for new images from keypoints"),
-    "infer": ("bpbreid.inference_cli", "embed and rank your own images with a checkpoint"),
-    "export": ("bpbreid.export_cli", "export a model to ONNX or TorchScript"),
-    "config": ("bpbreid.config_cli", "print a configuration (a bundled name or a YAML file)"),
+    "train": ("bpbreid.cli.train", "train a model from a config"),
+    "eval": ("bpbreid.cli.eval", "evaluate a checkpoint on query/gallery sets"),
+    "bench": ("bpbreid.cli.bench", "speed benchmarks with a baseline measured in the same run"),
+    "visualize": ("bpbreid.cli.visualize", "ranking figures for chosen queries"),
+    "labels": ("bpbreid.cli.labels", "parsing labels for new images from keypoints"),
+    "infer": ("bpbreid.cli.infer", "embed and rank your own images with a checkpoint"),
+    "export": ("bpbreid.cli.export", "export a model to ONNX or TorchScript"),
+    "config": ("bpbreid.cli.config", "print a configuration (a bundled name or a YAML file)"),
 }
 
 

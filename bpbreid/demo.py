@@ -18,7 +18,6 @@ On a CPU the ``synthetic_cpu`` configuration is used, on CUDA ``synthetic_gpu``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,60 +35,6 @@ SECONDS_PER_STEP = {"bpbreid": 0.19, "global": 0.13, "global_id": 0.12, "global_
 # rank-1 / mAP on occluded queries 34.5 / 34.5 at weight 2, 37.0 / 34.3 at 5, 20.0 / 22.1 at
 # 20), and a control weakened that way would flatter the part-based model.
 CONTROL_MAX_PIXEL_WEIGHT = 5.0
-
-
-def _count(minimum: int) -> Any:
-    """An argparse type: an integer of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def parse_models(text: str) -> tuple[str, ...]:
-    """``'bpbreid,global'`` -> ``('bpbreid', 'global')``; an unknown name is refused at once,
-    before a configuration is loaded or a dataset generated, with the valid names."""
-    models = tuple(m.strip() for m in text.split(",") if m.strip())
-    unknown = [m for m in models if m not in MODELS]
-    if unknown or not models:
-        what = f"unknown demo model(s) {', '.join(unknown)}" if unknown else "no demo model given"
-        raise argparse.ArgumentTypeError(f"{what}; valid: {', '.join(MODELS)}")
-    return models
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--seed", type=_count(0), default=0, help="training and data seed (default 0)"
-    )
-    parser.add_argument(
-        "--preset", default=None, help="synthetic preset: tiny | small | default (config's)"
-    )
-    parser.add_argument(
-        "--steps", type=_count(1), default=None, help="training steps per model (>= 1)"
-    )
-    parser.add_argument(
-        "--config", default=None, help="base config (default: synthetic_cpu, or synthetic_gpu)"
-    )
-    parser.add_argument("--output-dir", default="outputs/demo", help="where results go")
-    parser.add_argument(
-        "--models",
-        type=parse_models,
-        default=MODELS,
-        help=f"comma-separated subset of {', '.join(MODELS)} (default: all)",
-    )
-    parser.add_argument(
-        "--processes", type=_count(1), default=None, help="parallel trainings (CPU)"
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--no-figures", action="store_true", help="skip the ranking figures")
-    parser.add_argument("overrides", nargs="*", help="config overrides for every model (k=v)")
 
 
 # --------------------------------------------------------------------------------------
@@ -489,26 +434,3 @@ def run_demo(
     print(f"\ntraining {train_seconds / 60:.1f} min, total {summary['total_seconds'] / 60:.1f} min")
     print(f"results: {out / 'results.json'}")
     return summary
-
-
-def run(args: argparse.Namespace) -> int:
-    from bpbreid.config import check_overrides, load_config
-
-    # Settings that cannot work are refused before torch is imported and data generated.
-    if args.config is not None:
-        load_config(args.config, args.overrides)
-    else:
-        check_overrides(args.overrides)
-    run_demo(
-        seed=args.seed,
-        preset=args.preset,
-        steps=args.steps,
-        config=args.config,
-        output_dir=args.output_dir,
-        models=args.models,
-        processes=args.processes,
-        device=args.device,
-        overrides=args.overrides,
-        figures=not args.no_figures,
-    )
-    return 0

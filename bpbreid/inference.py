@@ -53,12 +53,16 @@ ImageInput = str | Path | np.ndarray
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    """``"auto"`` -> CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
+
+    Raises:
+        ConfigError: CUDA asked for but not available, or an unknown device name.
+    """
     if isinstance(device, torch.device):
         return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from bpbreid.engine.distributed import resolve_device as resolve
+
+    return resolve(device)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -130,7 +134,8 @@ def load_model(
             :func:`bpbreid.official.load_official_checkpoint`).
 
     Raises:
-        CheckpointError: missing, corrupt, unsafe or mismatched checkpoint.
+        CheckpointError: missing, corrupt, unsafe or mismatched checkpoint (read by
+            :func:`bpbreid.engine.checkpoint.load_any_checkpoint`, as by every command).
     """
     target = resolve_device(device)
     cfg = _as_config(config)
@@ -140,23 +145,10 @@ def load_model(
                 "A model instance needs its configuration: FeatureExtractor(model, config=cfg)."
             )
         return checkpoint.to(target).eval(), cfg
-    from bpbreid.engine.checkpoint import load_checkpoint, read_checkpoint
+    from bpbreid.engine.checkpoint import load_any_checkpoint
 
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"Checkpoint '{path}' not found. Train one (python -m bpbreid train) or download an "
-            "official one (python -m bpbreid infer --official market1501 ...)."
-        )
-    try:
-        read_checkpoint(path)  # this package's format, safe load
-    except CheckpointError:
-        from bpbreid.official import load_official_checkpoint
-
-        model, cfg_official, report = load_official_checkpoint(path, target, cfg, strict=strict)
-        return model, cfg_official
-    model, cfg_loaded, _ = load_checkpoint(path, device=target, cfg=cfg)
-    return model, cfg_loaded
+    loaded = load_any_checkpoint(checkpoint, target, cfg, strict=strict)
+    return loaded.model, loaded.cfg
 
 
 # --------------------------------------------------------------------------------------

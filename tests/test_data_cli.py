@@ -337,7 +337,7 @@ def test_data_without_action_prints_help(capsys):
 
 
 def test_cli_dataset_choices_match_the_registry():
-    from bpbreid.data import cli
+    from bpbreid.cli import data as cli
     from bpbreid.data.datasets import DATASETS
 
     assert cli.DATASET_NAMES == tuple(DATASETS)

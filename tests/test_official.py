@@ -376,3 +376,72 @@ def test_download_lists_the_folder_and_renames_when_complete(tmp_path, monkeypat
     path = download_official_checkpoint("p_dukemtmc", tmp_path)
     assert path == tmp_path / name and path.read_bytes() == b"weights"
     assert not list(tmp_path.glob("*.part"))
+
+
+# --------------------------------------------------------------------------------------
+# Through the one checkpoint loader: library and commands
+# --------------------------------------------------------------------------------------
+
+# What turns the configuration mapped from official_config_tree() into tiny_config()'s model.
+TINY_MODEL_OVERRIDES = [
+    "model.backbone=resnet18_half",
+    "model.bpbreid.dim_reduce_output=16",
+    "model.bpbreid.foreground_pooling=gwap",
+    "model.bpbreid.masks.preprocess=four",
+    "model.bpbreid.masks.parts_num=4",
+]
+
+
+def test_any_checkpoint_loader_applies_overrides_before_building(tmp_path, fake_yacs):
+    from bpbreid.engine.checkpoint import OFFICIAL, load_any_checkpoint
+
+    torch.manual_seed(0)
+    original = build_model(tiny_config(), NUM_CLASSES).eval()
+    path = tmp_path / "official.pth"
+    save_official(path, original, fake_yacs(official_config_tree()), prefix="module.")
+    model, cfg, kind, state = load_any_checkpoint(path, "cpu", overrides=TINY_MODEL_OVERRIDES)
+    assert kind == OFFICIAL and state is None
+    assert cfg.model.backbone == "resnet18_half" and cfg.data.name == "occluded_duke"
+    images = torch.randn(2, 3, 32, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(original(images).visibility, model(images).visibility)
+
+
+def test_any_checkpoint_loader_refuses_non_finite_official_weights(tmp_path, fake_yacs):
+    from bpbreid.engine.checkpoint import load_any_checkpoint
+
+    model = build_model(tiny_config(), NUM_CLASSES).eval()
+    name = next(k for k, v in model.state_dict().items() if k.endswith("running_var"))
+    with torch.no_grad():
+        model.state_dict()[name][0] = float("inf")
+    path = tmp_path / "diverged.pth"
+    save_official(path, model, fake_yacs(official_config_tree()))
+    with pytest.raises(CheckpointError, match=r"non-finite weights.*\(1 inf\)"):
+        load_any_checkpoint(path, "cpu", cfg=tiny_config())
+
+
+def test_visualize_opens_an_official_checkpoint(tmp_path, fake_yacs, capsys):
+    from bpbreid.__main__ import main
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(), NUM_CLASSES).eval()
+    path = tmp_path / "run" / "bpbreid_official.pth"
+    path.parent.mkdir()
+    save_official(path, model, fake_yacs(official_config_tree()), prefix="module.")
+    data = [
+        f"data.root={tmp_path / 'data'}",
+        "data.synthetic.preset=tiny",
+        "data.extra_query_sets=[]",
+        "data.height=32",
+        "data.width=16",
+        "train.batch_size=16",
+    ]
+    argv = ["visualize", "--checkpoint", str(path), "--config", "synthetic_cpu"]
+    argv += ["model.bpbreid.head=1x1", "model.bpbreid.dim_reduce_output=16", *data]
+    argv += ["--count", "2", "--topk", "3", "--device", "cpu", "--no-progress"]
+    status = main(argv)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "rank-1" in out
+    pngs = sorted((path.parent / "rankings").glob("*.png"))
+    assert {p.name for p in pngs} >= {"cmc.png", "ap_histogram.png"} and len(pngs) == 4

@@ -1,13 +1,15 @@
-"""Speed benchmarks: ``python -m bpbreid bench <name>`` (``all`` runs every one).
+"""Speed benchmarks, each measuring a baseline in the same run and printing ratios, so that
+figures from different machines compare.
 
-Each benchmark measures a baseline in the same run and prints ratios, so figures from
-different machines compare. A benchmark is a module with ``add_arguments(parser)`` and
-``run(args) -> int``; a module missing from this installation is left out.
+A benchmark is a module of this package with ``add_arguments(parser)`` (its own sizes and
+settings) and ``run(args) -> int`` (prints a table): :mod:`bpbreid.bench.eval` (part-based
+distance and CMC/mAP ranking), :mod:`bpbreid.bench.train` (training step throughput).
+Command line: ``python -m bpbreid bench <name>`` (:mod:`bpbreid.cli.bench`; ``all`` runs
+every one).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 from types import ModuleType
@@ -28,46 +30,6 @@ def available_benchmarks() -> dict[str, str]:
     }
 
 
-def _load(name: str) -> ModuleType:
+def load_benchmark(name: str) -> ModuleType:
+    """The module of benchmark ``name`` (a key of :data:`BENCHMARKS`)."""
     return importlib.import_module(BENCHMARKS[name])
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one sub-command per available benchmark, plus ``all``."""
-    sub = parser.add_subparsers(dest="benchmark", metavar="<benchmark>")
-    names = list(available_benchmarks())
-    for name in names:
-        module = _load(name)
-        doc = (module.__doc__ or name).strip().splitlines()[0]
-        cmd = sub.add_parser(name, help=doc, description=doc)
-        module.add_arguments(cmd)
-    everything = sub.add_parser(
-        "all",
-        help=f"run every benchmark with its defaults ({', '.join(names)})",
-        description="Run every available benchmark with its default settings.",
-    )
-    everything.add_argument(
-        "--small", action="store_true", help="the quick, reduced size of every benchmark"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    name = getattr(args, "benchmark", None)
-    if not name:
-        print("Benchmarks: " + ", ".join([*available_benchmarks(), "all"]))
-        print("Run: python -m bpbreid bench <benchmark> [--small]")
-        return 0
-    if name != "all":
-        return int(_load(name).run(args) or 0)
-    status = 0
-    for bench_name in available_benchmarks():
-        module = _load(bench_name)
-        # Each benchmark with its own defaults (only --small is shared).
-        parser = argparse.ArgumentParser()
-        module.add_arguments(parser)
-        knows_small = any("--small" in action.option_strings for action in parser._actions)
-        small = getattr(args, "small", False) and knows_small
-        bench_args = parser.parse_args(["--small"] if small else [])
-        print(f"\n## bench {bench_name}\n")
-        status = max(status, int(module.run(bench_args) or 0))
-    return status

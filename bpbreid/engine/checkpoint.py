@@ -19,14 +19,16 @@ loaded: a diverged run's infinite BatchNorm variances would otherwise evaluate t
 meaningless numbers with exit code 0.
 
 Reference: the official BPBReID checkpoints (``state_dict`` plus a pickled yacs config)
-need a full unpickler; they are not this format.
+need a full unpickler; they are not this format. :func:`load_any_checkpoint` opens either
+kind (the official one through :mod:`bpbreid.official`'s restricted unpickler): every
+command and :func:`bpbreid.inference.load_model` read checkpoints through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -157,6 +159,17 @@ def save_checkpoint(
     return atomic_save(payload, path)
 
 
+def _not_found(path: Path) -> CheckpointError:
+    hint = ""
+    if path.parent.is_dir():
+        found = sorted(p.name for p in path.parent.glob("*.pth"))
+        hint = f" Checkpoints in {path.parent}: {', '.join(found) or 'none'}."
+    return CheckpointError(
+        f"Checkpoint '{path}' not found.{hint} Train one with `python -m bpbreid train`, or "
+        "download an official one (`python -m bpbreid infer --official market1501 ...`)."
+    )
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict safely (``weights_only=True``).
 
@@ -166,13 +179,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        hint = ""
-        if path.parent.is_dir():
-            found = sorted(p.name for p in path.parent.glob("*.pth"))
-            hint = f" Checkpoints in {path.parent}: {', '.join(found) or 'none'}."
-        raise CheckpointError(
-            f"Checkpoint '{path}' not found.{hint} Train one with `python -m bpbreid train`."
-        )
+        raise _not_found(path)
     check_not_torchscript(path)  # refused with its own message, before torch opens it
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
@@ -253,15 +260,32 @@ def load_checkpoint(
     Raises:
         CheckpointError: missing/corrupt file, or weights that do not match the model.
     """
-    from bpbreid.config import ConfigError, config_from_dict
+    return _from_stored(read_checkpoint(path), path, device, cfg)
+
+
+def _from_stored(
+    data: dict[str, Any],
+    path: str | Path,
+    device: str | torch.device,
+    cfg: Any = None,
+    overrides: Sequence[str] = (),
+) -> tuple[nn.Module, Any, EngineState | None]:
+    """The model, configuration and state of a checkpoint dict read by :func:`read_checkpoint`."""
+    from bpbreid.config import ConfigError, apply_overrides, config_from_dict
     from bpbreid.model import build_model
 
-    data = read_checkpoint(path)
     if cfg is None:
+        if not isinstance(data.get("config"), dict):
+            raise CheckpointError(
+                f"Checkpoint '{path}' stores no config: pass the configuration it was trained "
+                "with (cfg=, or --config on the command line)."
+            )
         try:
             cfg = config_from_dict(data["config"])
         except ConfigError as exc:
             raise CheckpointError(f"Checkpoint '{path}' holds an invalid config: {exc}") from None
+        if overrides:
+            cfg = apply_overrides(cfg, list(overrides))
     num_classes = data.get("num_classes")
     if num_classes is None:
         raise CheckpointError(f"Checkpoint '{path}' does not record num_classes; re-save it.")
@@ -270,3 +294,106 @@ def load_checkpoint(
     model.to(device).eval()
     state = EngineState.from_dict(data["state"]) if data.get("state") else None
     return model, cfg, state
+
+
+# What load_any_checkpoint found: this package's format or an official BPBReID checkpoint.
+BPBREID = "bpbreid"
+OFFICIAL = "official"
+
+
+class LoadedCheckpoint(NamedTuple):
+    """A model read from a checkpoint of either kind (:func:`load_any_checkpoint`).
+
+    Attributes:
+        model: the model in eval mode on the requested device.
+        cfg: the configuration (given, stored, or mapped from the official one).
+        kind: :data:`BPBREID` (written by this package) or :data:`OFFICIAL`.
+        state: the training :class:`EngineState` (this package's checkpoints only).
+    """
+
+    model: nn.Module
+    cfg: Any
+    kind: str
+    state: EngineState | None = None
+
+    def describe(self) -> str:
+        """``"checkpoint"`` or ``"official BPBReID checkpoint"`` (for messages)."""
+        return "official BPBReID checkpoint" if self.kind == OFFICIAL else "checkpoint"
+
+
+def load_any_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    cfg: Any = None,
+    strict: bool = True,
+    overrides: Sequence[str] = (),
+) -> LoadedCheckpoint:
+    """The model of a checkpoint written by this package or of an official BPBReID one.
+
+    The one place a checkpoint becomes a model: :func:`bpbreid.inference.load_model` and
+    every command that reads a checkpoint (eval, visualize, infer, export) go through it.
+    TorchScript archives are refused before the file is opened; this package's checkpoints
+    are read with ``weights_only=True``; anything else is tried as an official checkpoint
+    (restricted unpickler, :func:`bpbreid.official.load_official_checkpoint`). Weights
+    holding inf/NaN are refused for both kinds.
+
+    Args:
+        path: ``last.pth`` / ``model.pth``, or an official ``.pth``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` or a
+            :class:`torch.device`.
+        cfg: a :class:`~bpbreid.config.Config` to use instead of the stored (or, for an
+            official checkpoint, the mapped) one; its model section must match the weights.
+        strict: official checkpoints: refuse keys that do not match (False: load the
+            tensors that match).
+        overrides: dotted ``key=value`` overrides applied to the stored or mapped
+            configuration (ignored when ``cfg`` is given: apply them to it first).
+
+    Returns:
+        :class:`LoadedCheckpoint` ``(model, cfg, kind, state)``.
+
+    Raises:
+        CheckpointError: missing, corrupt, unsafe or mismatched checkpoint, or weights
+            holding inf/NaN; both readings' reasons when neither kind opens the file.
+        ConfigError: an override that does not apply.
+    """
+    from .distributed import resolve_device
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise _not_found(path)
+    check_not_torchscript(path)  # refused once, with its own message, for both kinds
+    target = device if isinstance(device, torch.device) else resolve_device(str(device))
+    overrides = () if cfg is not None else tuple(overrides)
+    try:
+        data = read_checkpoint(path)
+    except CheckpointError as ours:
+        return _load_official(path, target, cfg, strict, overrides, ours)
+    model, cfg, state = _from_stored(data, path, target, cfg, overrides)
+    return LoadedCheckpoint(model, cfg, BPBREID, state)
+
+
+def _load_official(
+    path: Path,
+    device: torch.device,
+    cfg: Any,
+    strict: bool,
+    overrides: Sequence[str],
+    ours: CheckpointError,
+) -> LoadedCheckpoint:
+    """An official checkpoint; ``ours``: why this package's format did not read it."""
+    from bpbreid.official import load_official_checkpoint
+
+    try:
+        model, cfg, _ = load_official_checkpoint(
+            path, device, cfg, strict=strict, overrides=overrides
+        )
+    except CheckpointError as official:
+        raise CheckpointError(f"{ours}\nAs an official BPBReID checkpoint: {official}") from None
+    bad = non_finite_entries(model.state_dict())
+    if bad:
+        raise CheckpointError(
+            f"Checkpoint '{path}' holds non-finite weights (inf/NaN) in "
+            f"{describe_entries(bad)}: a model with these weights gives meaningless "
+            "results. Download the checkpoint again."
+        )
+    return LoadedCheckpoint(model, cfg, OFFICIAL, None)

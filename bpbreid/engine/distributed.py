@@ -54,14 +54,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if key.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"train.device={name!r} but no CUDA GPU is visible. Use train.device=auto or cpu."
+                f"Device {name!r} was asked for (train.device or --device), but no CUDA GPU is "
+                "visible. Use auto or cpu."
             )
         if key == "cuda":
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device(key)
     if key in ("cpu", "mps"):
         return torch.device(key)
-    raise ConfigError(f"Unknown train.device {name!r}. Valid: auto, cpu, cuda, cuda:<index>.")
+    raise ConfigError(
+        f"Unknown device {name!r} (train.device or --device). Valid: auto, cpu, cuda, cuda:<index>."
+    )
 
 
 def init_distributed(device: torch.device, info: DistInfo | None = None) -> DistInfo:

@@ -7,14 +7,14 @@ translated config, maps the official names onto it and reports key by key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bpbreid.config import Config
+from bpbreid.config import Config, apply_overrides
 from bpbreid.errors import CheckpointError
 from bpbreid.official.config import OfficialConfig, config_from_official
 from bpbreid.official.keys import KeyMappingReport, map_official_state_dict
@@ -103,6 +103,7 @@ def load_official_checkpoint(
     device: str | torch.device = "cpu",
     cfg: Config | None = None,
     strict: bool = True,
+    overrides: Sequence[str] = (),
 ) -> tuple[torch.nn.Module, Config, KeyMappingReport]:
     """Build our model from an official checkpoint and load its weights.
 
@@ -112,6 +113,8 @@ def load_official_checkpoint(
         cfg: our configuration to use instead of the one mapped from the checkpoint.
         strict: raise when a model tensor is missing, an official tensor has no
             counterpart, or a shape differs (False: load what matches and report).
+        overrides: dotted ``key=value`` overrides applied to the mapped configuration
+            before the model is built (ignored when ``cfg`` is given).
 
     Returns:
         ``(model, cfg, report)``: the model in eval mode, the configuration, the key report.
@@ -131,6 +134,8 @@ def load_official_checkpoint(
                 "the checkpoint was trained with)."
             )
         cfg = config_from_official(checkpoint.config, state)
+        if overrides:
+            cfg = apply_overrides(cfg, list(overrides))
     model = build_model(cfg, num_classes=num_classes_of(state))
     mapped, report = map_official_state_dict(state, model.state_dict())
     if strict and not report.ok:

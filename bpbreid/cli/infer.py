@@ -16,43 +16,52 @@ from __future__ import annotations
 
 import argparse
 
+from bpbreid.cli import common
+
+# Spelled out (not read from bpbreid.official) so that --help answers without torch.
+OFFICIAL_MODELS = ("market1501", "dukemtmc", "occluded_duke", "p_dukemtmc")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="this package's checkpoint or an official .pth")
+    common.add_checkpoint(parser, group=source)
     source.add_argument(
         "--official",
-        choices=("market1501", "dukemtmc", "occluded_duke", "p_dukemtmc"),
+        choices=OFFICIAL_MODELS,
         help="download (once, with gdown) and use an official HRNet-W32 checkpoint",
+    )
+    common.add_config(
+        parser, help="config (bundled name or YAML) to use instead of the checkpoint's own"
     )
     parser.add_argument("--query", required=True, help="folder (or file) of query images")
     parser.add_argument("--gallery", required=True, help="folder of gallery images")
-    parser.add_argument("--out", default=None, help="folder for ranking.csv, embeddings, figures")
+    common.add_out(parser, help="folder for ranking.csv, embeddings and figures")
     parser.add_argument("--topk", type=int, default=10, help="matches per query")
     parser.add_argument("--figures", type=int, default=10, help="ranking figures to save (0: none)")
-    parser.add_argument("--config", default=None, help="override the stored config (YAML or name)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
+    common.add_device(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
     parser.add_argument("--cache", default=None, help="--official: download folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    common.add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    given = common.config_from_args(args)  # before the heavy imports below
+
     from bpbreid.inference import FeatureExtractor
 
-    checkpoint = args.checkpoint
     if args.official:
         from bpbreid.official import download_official_checkpoint
 
-        checkpoint = download_official_checkpoint(args.official, args.cache)
+        args.checkpoint = str(download_official_checkpoint(args.official, args.cache))
+    loaded = common.load_checkpoint_from_args(args, given)
     extractor = FeatureExtractor(
-        checkpoint,
-        config=args.config,
-        device=args.device,
+        loaded.model,
+        config=loaded.cfg,
+        device=next(loaded.model.parameters()).device,
         batch_size=args.batch_size,
-        progress=not args.no_progress,
+        progress=common.progress_from_args(args),
     )
     ranking = extractor.rank(args.query, args.gallery, topk=args.topk)
     n_query = len(ranking.query)

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 
+from bpbreid.cli import common
+from bpbreid.parts import DEFAULT_MASKS_DIR
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -32,13 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", default=None, help="registered dataset name: use its split folders and suffix"
     )
-    parser.add_argument(
-        "--out",
-        default=None,
-        help="write labels here instead of <dataset>/masks/<masks dir>/ (mirrors the input)",
+    common.add_out(
+        parser, help="write labels here instead of <dataset>/masks/<masks dir>/ (mirrors the input)"
     )
     parser.add_argument(
-        "--masks-dir", default="pifpaf_maskrcnn_filtering", help="label folder name"
+        "--masks-dir",
+        default=DEFAULT_MASKS_DIR,
+        help=f"label folder name (default: {DEFAULT_MASKS_DIR})",
     )
     parser.add_argument(
         "--suffix", default=None, help="label suffix (default .npy or the dataset's)"
@@ -56,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keypointrcnn: allow downloading the COCO weights (~170 MB, once)",
     )
-    parser.add_argument("--device", default="auto", help="keypointrcnn: auto | cpu | cuda")
+    common.add_device(parser, help=f"keypointrcnn: {common.DEVICE_HELP}")
     parser.add_argument(
         "--min-score", type=float, default=None, help="keypointrcnn: detection score threshold"
     )
@@ -69,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="give images without a detected person an all-background label",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         image_root=image_root if args.keypoints else None,
         weights=args.weights,
         download=args.download_weights,
-        device=args.device,
+        device=common.device_from_args(args),
         min_score=args.min_score,
         min_confidence=args.min_confidence,
     )
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         zeros_for_missing=args.zeros_for_missing,
         stride=args.label_stride,
-        progress=not args.no_progress,
+        progress=common.progress_from_args(args),
     )
     close = getattr(estimator, "close", None)
     if close is not None:

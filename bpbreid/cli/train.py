@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 
+from bpbreid.cli import common
+
 EPILOG = """\
 overrides are dotted key=value pairs in YAML syntax, e.g. train.lr=1e-3
 model.bpbreid.masks.parts_num=8 "train.loggers=[console,csv,tensorboard]".
 Bundled configs: python -m bpbreid config --list. Outputs (config.yaml, last.pth,
-model.pth, metrics.csv, steps.csv) go to train.output_dir. Several GPUs: launch with
+model.pth, metrics.csv, steps.csv) go to train.output_dir (--out). Several GPUs: launch with
 torchrun --nproc_per_node=N -m bpbreid train ... (each process draws its own P x K batch).
 """
 
@@ -24,42 +26,39 @@ torchrun --nproc_per_node=N -m bpbreid train ... (each process draws its own P x
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument(
-        "--config",
-        "-c",
+    common.add_config(
+        parser,
         required=True,
         help="a YAML file or the name of a bundled config (e.g. synthetic_cpu, "
         "market1501_hrnet_w32)",
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the interrupted run from <output_dir>/last.pth (same config)",
     )
-    parser.add_argument(
-        "--output-dir", "-o", default=None, help="where to write the run (train.output_dir)"
+    common.add_out(
+        parser,
+        help="folder of the run (train.output_dir)",
+        aliases=("--output-dir", "-o"),
     )
-    parser.add_argument(
-        "--device",
-        default=None,
-        help="auto (CUDA when present), cpu, cuda or cuda:N (train.device)",
+    common.add_device(
+        parser,
+        help="sets train.device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N "
+        "(default: the config's train.device, auto in every bundled config)",
     )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bars (one line per epoch)"
-    )
+    common.add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpbreid.config import load_config
-
-    overrides = list(args.overrides)
-    if args.output_dir:
-        overrides.append(f"train.output_dir={args.output_dir}")
+    # --out and --device are overrides of their own: the config checks them with the rest.
+    extra = []
+    if args.out:
+        extra.append(f"train.output_dir={args.out}")
     if args.device:
-        overrides.append(f"train.device={args.device}")
+        extra.append(f"train.device={args.device}")
     # Settings that cannot work are refused here, before torch is even imported.
-    cfg = load_config(args.config, overrides)
+    cfg = common.config_from_args(args, required=True, extra=extra)
 
     from bpbreid.engine.distributed import cleanup, env_dist_info
     from bpbreid.engine.trainer import Trainer
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     validate_model_config(cfg)
     main = env_dist_info().is_main
     try:
-        trainer = Trainer(cfg, progress=not args.no_progress)
+        trainer = Trainer(cfg, progress=common.progress_from_args(args))
         if main:
             print(
                 f"Training '{cfg.name}': {cfg.model.backbone} on {cfg.data.name}, "

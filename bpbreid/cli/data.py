@@ -18,6 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from bpbreid.cli import common
+from bpbreid.parts import DEFAULT_MASKS_DIR
+
 if TYPE_CHECKING:
     from bpbreid.data.datasets import ReIDData
 
@@ -33,7 +36,6 @@ DATASET_NAMES = (
     "synthetic",
 )
 LABELLED_DATASETS = ("market1501", "dukemtmc", "occluded_duke", "occluded_reid", "p_dukemtmc")
-DEFAULT_MASKS_DIR = "pifpaf_maskrcnn_filtering"
 
 
 def _positive_int(text: str) -> int:
@@ -55,7 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--dataset", choices=DATASET_NAMES, help="dataset to check (default: detect from folders)"
     )
-    check.add_argument("--masks-dir", default=DEFAULT_MASKS_DIR, help="label folder under masks/")
+    check.add_argument(
+        "--masks-dir",
+        default=DEFAULT_MASKS_DIR,
+        help=f"label folder under masks/ (default: {DEFAULT_MASKS_DIR})",
+    )
     check.add_argument(
         "--sample",
         "--samples",
@@ -68,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument("--no-labels", action="store_true", help="check the images only")
     check.add_argument("--extra-query", action="append", default=[], help="extra query folder")
-    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_no_progress(check)
 
     download = sub.add_parser(
         "download-labels",
@@ -79,8 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     download.add_argument("dataset", choices=LABELLED_DATASETS)
     download.add_argument("root", help="data root holding the dataset folders")
     download.add_argument("--archive", help="install this zip (downloaded by hand) instead")
-    download.add_argument("--masks-dir", default=DEFAULT_MASKS_DIR, help="label folder name")
-    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.add_argument(
+        "--masks-dir",
+        default=DEFAULT_MASKS_DIR,
+        help=f"label folder name (default: {DEFAULT_MASKS_DIR})",
+    )
+    common.add_no_progress(download, aliases=("--quiet",))
 
     synth = sub.add_parser(
         "synth",
@@ -265,7 +275,7 @@ def run_check(args: argparse.Namespace) -> int:
             )
     masks_dir = None if args.no_labels else args.masks_dir
     sample = getattr(args, "sample", None)
-    progress = not getattr(args, "no_progress", False)
+    progress = common.progress_from_args(args)
     broken = 0
     for name in dict.fromkeys(targets):
         print(f"[{name}]")
@@ -322,7 +332,9 @@ def run_download(args: argparse.Namespace) -> int:
     if args.archive:
         target = install_labels_archive(args.archive, args.dataset, args.root, args.masks_dir)
     else:
-        target = download_labels(args.dataset, args.root, args.masks_dir, quiet=args.quiet)
+        target = download_labels(
+            args.dataset, args.root, args.masks_dir, quiet=not common.progress_from_args(args)
+        )
     print(
         f"Labels are in {target}. Check the layout with: python -m bpbreid data check {args.root}"
     )

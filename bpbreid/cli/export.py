@@ -8,6 +8,7 @@ Examples::
 The exported model maps normalized images ``[N, 3, H, W]`` (dynamic N) to the test
 embeddings ``[N, P, D]`` and their visibility ``[N, P]``; it is checked against PyTorch on a
 batch of another size (ONNX with onnxruntime when installed: pip install 'bpbreid[deploy]').
+It is exported on the CPU, in float32, so that the file runs anywhere.
 Exit code 1 when the check finds a mismatch.
 """
 
@@ -16,31 +17,36 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bpbreid.cli import common
+
+FORMATS = ("onnx", "torchscript")  # bpbreid.export.FORMATS, spelled out for a fast --help
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="this package's or an official .pth")
-    parser.add_argument("--format", default="onnx", choices=("onnx", "torchscript"))
-    parser.add_argument("--out", required=True, help="output file (.onnx or .pt)")
-    parser.add_argument("--config", default=None, help="override the stored config (YAML or name)")
+    common.add_checkpoint(parser)
+    common.add_config(
+        parser, help="config (bundled name or YAML) to use instead of the checkpoint's own"
+    )
+    parser.add_argument("--format", default="onnx", choices=FORMATS)
+    common.add_out(parser, required=True, help="output file (.onnx or .pt)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
     parser.add_argument("--atol", type=float, default=1e-4, help="tolerance of the check")
-    parser.add_argument(
-        "--no-strict", action="store_true", help="official checkpoints: load matching keys only"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
+    given = common.config_from_args(args)  # before the heavy imports below
+
     from bpbreid.export import export_model
 
+    loaded = common.load_checkpoint_from_args(args, given, device="cpu")
     try:
         path, check = export_model(
-            args.checkpoint,
+            loaded.model,
             args.out,
             fmt=args.format,
-            config=args.config,
+            config=loaded.cfg,
             opset=args.opset,
             atol=args.atol,
-            strict=not args.no_strict,
         )
     except ImportError as exc:  # onnx missing: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """``python -m bpbreid visualize``: ranking figures of a trained model.
 
-Evaluates a checkpoint on its test split, then writes one PNG per chosen query (the
-query, its top-k gallery matches, every part's heatmap, visibility and distance) plus the
-CMC curve and the AP histogram.
+Evaluates a checkpoint (this package's or an official one) on its test split, then writes
+one PNG per chosen query (the query, its top-k gallery matches, every part's heatmap,
+visibility and distance) plus the CMC curve and the AP histogram.
 
 Examples::
 
@@ -15,17 +15,16 @@ Examples::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from bpbreid.cli import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a model.pth/last.pth from training")
-    parser.add_argument(
-        "--config",
-        default=None,
+    common.add_checkpoint(parser)
+    common.add_config(
+        parser,
         help="config (bundled name or YAML) to use instead of the one stored in the checkpoint",
     )
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/data")
     parser.add_argument(
         "--queries",
         default="worst",
@@ -46,47 +45,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", dest="set_name", default="query", help="query set (query, query_holistic...)"
     )
-    parser.add_argument(
-        "--output", default=None, help="output folder (default: <checkpoint folder>/rankings)"
+    common.add_out(
+        parser,
+        help="output folder (default: <checkpoint folder>/rankings)",
+        aliases=("--output",),
     )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    common.add_device(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed for --queries random")
     parser.add_argument("--dpi", type=int, default=80, help="figure resolution")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common.add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+    from pathlib import Path
+
+    given = common.config_from_args(args)  # before the heavy imports below
 
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    from bpbreid.config import ConfigError, apply_overrides, config_from_dict, load_config
+    from bpbreid.config import ConfigError
     from bpbreid.data.datasets import build_dataset_from_config, build_loaders, testing_needs_masks
-    from bpbreid.engine import load_checkpoint, read_checkpoint
-    from bpbreid.engine.distributed import resolve_device
     from bpbreid.engine.evaluation import evaluate
-    from bpbreid.errors import CheckpointError
     from bpbreid.viz.plots import plot_ap_histogram, plot_cmc
     from bpbreid.viz.ranking import save_rankings
 
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
-        raise CheckpointError(
-            f"Checkpoint '{checkpoint}' not found. Train one first "
-            "(python -m bpbreid train --config synthetic_cpu) or give the path to a model.pth."
-        )
-    if args.config is not None:
-        cfg = load_config(args.config, args.overrides)
-    else:
-        stored = read_checkpoint(checkpoint).get("config")
-        if not isinstance(stored, dict):
-            raise CheckpointError(f"{checkpoint} stores no config: pass --config.")
-        cfg = apply_overrides(config_from_dict(stored), args.overrides)
-    device = resolve_device(args.device)
-    model, cfg, _ = load_checkpoint(checkpoint, device=device, cfg=cfg)
+    loaded = common.load_checkpoint_from_args(args, given)
+    model, cfg = loaded.model, loaded.cfg
+    device = next(model.parameters()).device
 
     data = build_dataset_from_config(cfg, require_masks=testing_needs_masks(cfg))
     loaders = build_loaders(cfg, dataclasses.replace(data, train=[]))  # no training loader
@@ -99,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     extra = {name: loaders[name] for name in query_sets if name != "query"}
     result = evaluate(
         model, loaders["query"], loaders["gallery"], cfg, extra, device=device,
-        progress=not args.no_progress,
+        progress=common.progress_from_args(args),
     )  # fmt: skip
     print(result.summary())
 
-    out_dir = Path(args.output) if args.output else checkpoint.parent / "rankings"
+    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent / "rankings"
     try:
         paths = save_rankings(
             result, out_dir, which=args.queries,

@@ -1,4 +1,14 @@
-"""``python -m bpbreid config``: print a configuration after overrides."""
+"""``python -m bpbreid config``: print a configuration after overrides.
+
+Examples::
+
+    python -m bpbreid config synthetic_cpu model.bpbreid.masks.parts_num=8
+    python -m bpbreid config --diff train.lr=1e-3     # only what differs from the defaults
+    python -m bpbreid config --list                   # the bundled configs
+
+The configuration is this command's subject, so it is a positional argument here; every
+other command takes it as ``--config``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="bundled config name or YAML path (default: defaults)",
     )
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=1e-3"
+    )
     parser.add_argument(
         "--diff", action="store_true", help="print only keys that differ from defaults"
     )
