@@ -219,7 +219,7 @@ def install_labels_archive(
         raise DownloadError(
             f"{archive} is not a valid zip archive ({exc}): the download is corrupt or "
             "incomplete. Delete it and download it again."
-        ) from None
+        ) from exc
     target = dataset_folder(spec, root) / "masks" / masks_dir
     others = {
         Path(folder).name

@@ -129,7 +129,7 @@ def load_parsing_label(path: str | Path) -> np.ndarray:
     try:
         array = _read_npy(p)
     except Exception as exc:  # corrupt file, pickled object, not an .npy at all
-        raise LabelError(f"Cannot read parsing label {p}: {exc}. Re-create this file.") from None
+        raise LabelError(f"Cannot read parsing label {p}: {exc}. Re-create this file.") from exc
     if not isinstance(array, np.ndarray) or not (
         np.issubdtype(array.dtype, np.floating)
         or np.issubdtype(array.dtype, np.integer)
@@ -664,7 +664,7 @@ def load_parsing_png(path: str | Path) -> np.ndarray:
             class_map = np.array(image, dtype=np.int64)
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         # a header claiming a huge image is refused like a corrupt one (names the file)
-        raise LabelError(f"Cannot read parsing PNG {p}: {exc}. Re-create this file.") from None
+        raise LabelError(f"Cannot read parsing PNG {p}: {exc}. Re-create this file.") from exc
     if class_map.size and (class_map.min() < 0 or class_map.max() >= len(LIP_CLASSES)):
         raise LabelError(
             f"Parsing PNG {p} has class index {int(class_map.max())}; expected 0..19 "

@@ -217,7 +217,7 @@ class KeypointRCNNPose:
             except Exception as exc:  # wrong file, truncated download, other network
                 raise CheckpointError(
                     f"'{path}' is not a Keypoint R-CNN (ResNet-50 FPN) state dict: {exc}"
-                ) from None
+                ) from exc
             return model
         if not download:
             raise CheckpointError(
@@ -234,7 +234,7 @@ class KeypointRCNNPose:
             raise DownloadError(
                 f"Downloading the Keypoint R-CNN weights failed ({type(exc).__name__}: {exc}). "
                 f"Download {url} by hand and pass --weights <file>."
-            ) from None
+            ) from exc
 
     def detect(self, image: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
         """All people: keypoints ``[17, 3]``, boxes ``[4]`` (image pixels) and scores."""

@@ -308,7 +308,7 @@ def read_keypoints_json(
     except FileNotFoundError:
         raise LabelError(f"Keypoint file {p} does not exist.") from None
     except (OSError, json.JSONDecodeError) as exc:
-        raise LabelError(f"Keypoint file {p} is not valid JSON ({exc}).") from None
+        raise LabelError(f"Keypoint file {p} is not valid JSON ({exc}).") from exc
     size = data.get("image_size") if isinstance(data, dict) else None
     entries = data.get("people") if isinstance(data, dict) and "people" in data else [data]
     if not isinstance(entries, list):

@@ -469,7 +469,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(
             f"Could not read weights from '{p}': {exc}. The file must be a PyTorch state dict "
             "(saved with torch.save(model.state_dict(), path))."
-        ) from None
+        ) from exc
     for key in ("state_dict", "model"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -507,7 +507,7 @@ def download_imagenet_weights(name: str) -> dict[str, Tensor]:
             "cached), or download it yourself and point at it with "
             "model.pretrained_path=/path/to/weights.pth, or set model.pretrained=false to "
             "start from random weights."
-        ) from None
+        ) from exc
 
 
 def load_matching_weights(
