@@ -27,9 +27,15 @@ from pathlib import Path
 from typing import Any
 
 MODELS = ("bpbreid", "global", "global_id", "global_pixel")
-# Seconds per training step of synthetic_cpu on one thread of a 2-core laptop CPU, data
-# loading included (measured); used only for the estimate printed before the run.
-SECONDS_PER_STEP = {"bpbreid": 0.19, "global": 0.13, "global_id": 0.12, "global_pixel": 0.18}
+# Relative cost of one training step of each model on a CPU (synthetic_cpu, one thread,
+# data loading included; bpbreid = 1). Used to start the longest trainings first and to
+# extend the speed measured on the running machine to the trainings not started yet; the
+# time itself is always measured, never assumed.
+RELATIVE_STEP_COST = {"bpbreid": 1.0, "global": 0.69, "global_id": 0.64, "global_pixel": 0.78}
+# Until the first steps are measured: seconds per step of bpbreid, and of the evaluation
+# and figures after training, per bpbreid second-per-step (both measured on a 2-core CPU).
+FIRST_GUESS_SECONDS_PER_STEP = 0.3
+AFTER_TRAINING_STEPS = 150
 # The control's pixel-loss weight is capped: one global embedding with an identity loss does
 # not hold up against a pixel loss weighted as strongly as bpbreid's (synthetic_cpu, seed 0:
 # rank-1 / mAP on occluded queries 34.5 / 34.5 at weight 2, 37.0 / 34.3 at 5, 20.0 / 22.1 at
@@ -103,15 +109,102 @@ def clear_runs(configs: Any) -> None:
             (Path(cfg.train.output_dir) / stale).unlink(missing_ok=True)
 
 
+def longest_first(configs: dict[str, Any]) -> list[str]:
+    """Names in the order to start them: the longest training first.
+
+    With fewer processes than trainings, starting the longest one first keeps every core
+    busy to the end (longest-processing-time scheduling); in submission order the slowest
+    model could start last and finish alone on one core.
+    """
+    return sorted(
+        configs,
+        key=lambda n: -int(configs[n].train.max_steps or 0) * RELATIVE_STEP_COST.get(n, 1.0),
+    )
+
+
+def schedule_seconds(remaining: dict[str, float], running: list[str], processes: int) -> float:
+    """Seconds until every training is done, given each one's remaining seconds.
+
+    ``running`` trainings occupy processes now; the others start, in the order of
+    ``remaining``, on whichever process frees first.
+    """
+    slots = sorted(remaining[n] for n in running)
+    slots += [0.0] * max(0, processes - len(slots))
+    for name, seconds in remaining.items():
+        if name in running:
+            continue
+        slots.sort()
+        slots[0] += seconds
+    return max(slots) if slots else 0.0
+
+
+class TimeEstimate:
+    """Remaining time of the demo from the speed measured on the running machine.
+
+    Each training's seconds per step come from its own progress once it has run a few
+    steps (``steps.csv`` rows over wall time, the first rows excluded as warm-up); a
+    training not started yet takes the measured speed of the running ones scaled by
+    :data:`RELATIVE_STEP_COST`. The evaluation after training is priced in the same unit.
+    """
+
+    def __init__(self, configs: dict[str, Any], order: list[str], processes: int) -> None:
+        self.configs = configs
+        self.order = order
+        self.processes = processes
+        self.total = {n: int(configs[n].train.max_steps or 0) for n in order}
+        self.first_seen: dict[str, tuple[float, int]] = {}
+        self.seconds_per_step: dict[str, float] = {}
+
+    def update(self, now: float, done: dict[str, int], warmup_steps: int = 5) -> None:
+        for name, steps in done.items():
+            if steps < warmup_steps or steps >= self.total[name]:
+                continue
+            if name not in self.first_seen:
+                self.first_seen[name] = (now, steps)
+                continue
+            t0, s0 = self.first_seen[name]
+            if steps - s0 >= 10 and now - t0 >= 10:
+                self.seconds_per_step[name] = (now - t0) / (steps - s0)
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.seconds_per_step)
+
+    def unit(self) -> float:
+        """Measured seconds per step of bpbreid (or the first guess)."""
+        if not self.seconds_per_step:
+            return FIRST_GUESS_SECONDS_PER_STEP
+        ratios = [sps / RELATIVE_STEP_COST.get(n, 1.0) for n, sps in self.seconds_per_step.items()]
+        return sum(ratios) / len(ratios)
+
+    def remaining_seconds(self, done: dict[str, int]) -> float:
+        unit = self.unit()
+        remaining = {}
+        for name in self.order:
+            sps = self.seconds_per_step.get(name, unit * RELATIVE_STEP_COST.get(name, 1.0))
+            remaining[name] = max(0, self.total[name] - done.get(name, 0)) * sps
+        running = [n for n in self.order if 0 < done.get(n, 0) < self.total[n]]
+        return schedule_seconds(remaining, running, self.processes) + self.after_training()
+
+    def after_training(self) -> float:
+        return AFTER_TRAINING_STEPS * self.unit()
+
+
 def train_all(configs: dict[str, Any], processes: int, progress: bool = True) -> dict[str, Any]:
-    """Train the configurations as parallel single-threaded processes, with one bar."""
+    """Train the configurations as parallel single-threaded processes, with one bar.
+
+    The longest trainings start first; once the first steps are measured, the estimated
+    time of the whole demo is printed and the bar shows the time left.
+    """
     from tqdm.auto import tqdm
 
     from bpbreid.engine.pool import run_parallel
 
-    names = list(configs)
+    names = longest_first(configs)
     total = sum(int(c.train.max_steps or 0) for c in configs.values())
     outcome: dict[str, Any] = {}
+    estimate = TimeEstimate(configs, names, processes)
+    start = time.time()
 
     def work() -> None:
         try:
@@ -121,15 +214,39 @@ def train_all(configs: dict[str, Any], processes: int, progress: bool = True) ->
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    bar = tqdm(total=total, desc="training", unit="step", disable=not progress)
+    bar = tqdm(
+        total=total,
+        desc="training",
+        unit="step",
+        disable=not progress,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+    )
+    announced = False
     while thread.is_alive():
         thread.join(timeout=2.0)
-        done = sum(_count_steps(Path(configs[n].train.output_dir)) for n in names)
-        bar.update(max(0, min(done, total) - bar.n))
+        done = {n: _count_steps(Path(configs[n].train.output_dir)) for n in names}
+        now = time.time()
+        estimate.update(now, done)
+        bar.update(max(0, min(sum(done.values()), total) - bar.n))
+        if estimate.measured:
+            left = estimate.remaining_seconds(done)
+            bar.set_postfix_str(f"about {_minutes(left)} left", refresh=False)
+            if not announced:
+                announced = True
+                spent = now - start
+                tqdm.write(
+                    f"Estimated time: about {_minutes(spent + left)} for the trainings and the "
+                    f"evaluation (measured on this machine: "
+                    f"{estimate.unit():.2f} s per bpbreid step)."
+                )
     bar.close()
     if "error" in outcome:
         raise outcome["error"]
-    return dict(zip(names, outcome["states"]))
+    return {name: outcome["states"][names.index(name)] for name in configs}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
 
 
 def _metrics(result: Any) -> dict[str, dict[str, float]]:
@@ -381,18 +498,12 @@ def run_demo(
     cores = os.cpu_count() or 1
     workers = 1 if cuda else (processes or min(len(configs), cores))
     n_steps = int(base.train.max_steps or 0)
-    rounds = math.ceil(len(configs) / workers)
-    # The trainings share the workers: total single-thread time over the workers, plus data
-    # generation and evaluation.
-    cpu_seconds = sum(n_steps * SECONDS_PER_STEP.get(name, 0.2) for name in configs)
-    estimate = cpu_seconds / max(1, min(workers, cores)) + 60
     print(
         f"bpbreid demo: {len(configs)} models x {n_steps} steps on "
         f"{'CUDA' if cuda else f'{workers} CPU process(es)'}, preset "
         f"'{base.data.synthetic.preset}', seed {seed}."
     )
-    if not cuda:
-        print(f"Estimated time: about {estimate / 60:.0f} min ({rounds} round(s) of training).")
+    print("The time is estimated from the speed of the first steps on this machine.")
 
     start = time.time()
     build_dataset_from_config(base)  # generate (or reuse) the synthetic set first
