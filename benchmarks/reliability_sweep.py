@@ -372,11 +372,14 @@ def files_cases() -> list[Case]:
         return expect(bpbreid("data", "check", str(work / "bomb")), 1, "0003_c1s1_000000_00.jpg")
 
     def bomb_train(work: Path) -> str | None:
-        folder = market_tree(work / "bomb_train")
-        bomb_png(folder / "bounding_box_train" / "0003_c1s1_000000_00.jpg")
+        # 4 identities and batches of 4 x 2: every batch holds identity 3, all of whose
+        # training images are bombs, so the first batch meets one.
+        folder = market_tree(work / "bomb_train", ids=4)
+        for image in (folder / "bounding_box_train").glob("0003_*.jpg"):
+            bomb_png(image)
         args = ["train", "--config", "synthetic_cpu", *market_overrides(work / "bomb_train")]
         args += ["data.workers=1", "--out", str(work / "bomb_out"), "--no-progress"]
-        return expect(bpbreid(*args), 2, "0003_c1s1_000000_00.jpg")
+        return expect(bpbreid(*args), 2, "bounding_box_train/0003_c")
 
     def loop_and_bomb_infer(work: Path) -> str | None:
         gallery = market_tree(work / "infer_tree") / "bounding_box_test"
