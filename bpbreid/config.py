@@ -42,6 +42,7 @@ from bpbreid.parts import (  # noqa: F401  (re-exported: the names lived here fi
     EMBEDDING_ALIASES,
     EMBEDDINGS,
     LOSS_EMBEDDINGS,
+    PART_GROUPINGS,
     canonical_embedding,
 )
 
@@ -75,6 +76,12 @@ class DataConfig:
     norm_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     norm_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     workers: int = 4
+    # How training batches are made: reference (DataLoader, JPEG decode + albumentations per
+    # image) | tensor (decode once, augment whole batches on the training device; see
+    # bpbreid.data.pipeline). Evaluation always reads as the reference does.
+    pipeline: str = "reference"
+    device_cache_mb: float = 4096  # tensor: largest decoded cache kept on a GPU (else host memory)
+    cache_dir: str | None = None  # tensor: memory-map the decoded images there; null: in memory
     extra_query_sets: list[str] = field(default_factory=list)  # e.g. ["query_holistic"]
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -128,13 +135,38 @@ class EmbeddingLossWeights:
     tr: float = 0.0
 
 
+# The GiLt table and its ablations: embedding -> (identity weight, triplet weight).
+# `loss.preset` picks one instead of `loss.weights`; "gilt" is the paper's default (global
+# identity on global, foreground and concat_parts; local triplet on the parts).
+LOSS_PRESETS: dict[str, dict[str, tuple[float, float]]] = {
+    "gilt": {
+        "global": (1.0, 0.0),
+        "foreground": (1.0, 0.0),
+        "concat_parts": (1.0, 0.0),
+        "parts": (0.0, 1.0),
+    },
+    "global_only": {"global": (1.0, 1.0)},
+    "parts_only": {"parts": (1.0, 1.0)},
+    "id_everywhere": {
+        "global": (1.0, 0.0),
+        "foreground": (1.0, 0.0),
+        "concat_parts": (1.0, 0.0),
+        "parts": (1.0, 0.0),
+    },
+    "triplet_everywhere": {
+        "global": (0.0, 1.0),
+        "foreground": (0.0, 1.0),
+        "concat_parts": (0.0, 1.0),
+        "parts": (0.0, 1.0),
+    },
+}
+
+
 def _default_loss_weights() -> dict[str, EmbeddingLossWeights]:
-    # GiLt as in the paper: identity on global, foreground, concat_parts; triplet on parts.
+    # GiLt as in the paper (the "gilt" preset).
     return {
-        "global": EmbeddingLossWeights(id=1.0, tr=0.0),
-        "foreground": EmbeddingLossWeights(id=1.0, tr=0.0),
-        "concat_parts": EmbeddingLossWeights(id=1.0, tr=0.0),
-        "parts": EmbeddingLossWeights(id=0.0, tr=1.0),
+        name: EmbeddingLossWeights(id=id_weight, tr=triplet_weight)
+        for name, (id_weight, triplet_weight) in LOSS_PRESETS["gilt"].items()
     }
 
 
@@ -302,6 +334,9 @@ SETTING_BOUNDS: dict[str, Bounds] = {
     "data.norm_mean": Bounds(meaning="per-channel mean subtracted from the images"),
     "data.norm_std": _positive("per-channel standard deviation the images are divided by"),
     "data.workers": _at_least(0, "DataLoader worker processes; 0 loads in the main process"),
+    "data.device_cache_mb": _at_least(
+        0, "MiB of decoded training images the tensor pipeline keeps on a GPU at most"
+    ),
     "data.synthetic.seed": _at_least(0, "seed of the synthetic dataset"),
     "data.synthetic.height": _at_least(1, "synthetic image height; null: the preset's", True),
     "data.synthetic.width": _at_least(1, "synthetic image width; null: the preset's", True),
@@ -350,19 +385,8 @@ LOSS_WEIGHT_BOUNDS: dict[str, Bounds] = {
 
 # Body-part groupings (model.bpbreid.masks.preprocess) and their number of parts K, so that
 # a K that does not match the grouping is refused when the config is read. The groupings
-# themselves (fields per part) are defined in bpbreid.parts; the tests keep the two in step.
-PART_GROUPING_SIZES: dict[str, int] = {
-    "one": 1,
-    "two": 2,
-    "two_v": 2,
-    "three_v": 3,
-    "four": 4,
-    "four_v": 4,
-    "five": 5,
-    "five_v": 5,
-    "six": 6,
-    "eight": 8,
-}
+# themselves (fields per part) are defined in bpbreid.parts.
+PART_GROUPING_SIZES: dict[str, int] = {name: len(parts) for name, parts in PART_GROUPINGS.items()}
 
 # String settings and their valid names. The modules that implement them (metrics, optim,
 # losses, model, data) hold the same names; the tests keep the two in step. Checked here so
@@ -372,6 +396,10 @@ SETTING_CHOICES: dict[str, Choices] = {
         tuple("rc re flip cj random_crop random_erase rf random_flip color_jitter".split()),
         "training augmentations: rc, re, flip, cj or an official long name",
         ignore_case=True,
+    ),
+    "data.pipeline": Choices(
+        ("reference", "tensor"),
+        "how training batches are made: per-image DataLoader, or decode once + batch tensor ops",
     ),
     "model.name": Choices(("bpbreid",), "the model family"),
     "model.backbone": Choices(
@@ -390,7 +418,7 @@ SETTING_CHOICES: dict[str, Choices] = {
         ("threshold", "diff_from_max", "sum"), "how the background map is computed"
     ),
     "loss.preset": Choices(
-        ("gilt", "global_only", "parts_only", "id_everywhere", "triplet_everywhere"),
+        tuple(LOSS_PRESETS),
         "GiLt ablation preset; null: the loss.weights table",
         nullable=True,
     ),

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from bpbreid.config import (
     LOSS_EMBEDDINGS,
+    LOSS_PRESETS,
     ConfigError,
     EmbeddingLossWeights,
     LossConfig,
@@ -78,31 +79,6 @@ __all__ = [
 # at 0, and clamping gives a zero gradient instead of NaN for identical embeddings.
 _SQRT_EPS = 1e-12
 PART_TRIPLET_MODES: tuple[str, ...] = ("average", "max", "min")
-
-# Ablation presets: embedding -> (identity weight, triplet weight). `loss.preset` picks one
-# instead of `loss.weights`. "gilt" is the paper's default (global identity, local triplet).
-LOSS_PRESETS: dict[str, dict[str, tuple[float, float]]] = {
-    "gilt": {
-        "global": (1.0, 0.0),
-        "foreground": (1.0, 0.0),
-        "concat_parts": (1.0, 0.0),
-        "parts": (0.0, 1.0),
-    },
-    "global_only": {"global": (1.0, 1.0)},
-    "parts_only": {"parts": (1.0, 1.0)},
-    "id_everywhere": {
-        "global": (1.0, 0.0),
-        "foreground": (1.0, 0.0),
-        "concat_parts": (1.0, 0.0),
-        "parts": (1.0, 0.0),
-    },
-    "triplet_everywhere": {
-        "global": (0.0, 1.0),
-        "foreground": (0.0, 1.0),
-        "concat_parts": (0.0, 1.0),
-        "parts": (0.0, 1.0),
-    },
-}
 
 
 class MissingTrainingLabelsError(LabelError, ValueError):

@@ -186,6 +186,7 @@ IMPLEMENTED: list[tuple[str, str, str]] = [
         "BACKGROUND_STRATEGIES",
     ),
     ("data.transforms", "bpbreid.data.transforms", "TRANSFORM_ALIASES"),
+    ("data.pipeline", "bpbreid.data.pipeline", "PIPELINES"),
 ]
 
 

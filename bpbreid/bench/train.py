@@ -291,6 +291,178 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
+PIPELINE_TITLES = {
+    "reference": "reference (DataLoader: decode + albumentations per image)",
+    "tensor": "tensor (decode once, batch tensor ops)",
+}
+
+
+def compare_pipelines(
+    cfg: Any,
+    steps: int = 100,
+    device: str = "cpu",
+    *,
+    warmup: int = 5,
+    rounds: int = 2,
+    threads: int | None = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Images/s of the reference and the tensor pipeline, alone and in whole training steps.
+
+    Builds the dataset of ``cfg`` once and a :class:`~bpbreid.engine.trainer.Trainer` per
+    pipeline (``data.pipeline`` = ``reference`` / ``tensor``, everything else as ``cfg``), then
+    times, in ``rounds`` alternating rounds of ``steps / rounds`` batches each (so that a change
+    of machine load hits both alike):
+
+    * the data path alone: making training batches (reference: the DataLoader with
+      ``cfg.data.workers`` workers; tensor: gather + augment from the cache, built beforehand
+      and timed on its own);
+    * whole training steps: next batch + the engine's ``train_step``; the share of the time
+      spent waiting for the batch.
+
+    Args:
+        cfg: the configuration (e.g. ``load_config("synthetic_cpu")``).
+        steps: timed batches per pipeline and measurement.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        warmup: untimed batches/steps before the timed ones.
+        rounds: alternations between the two pipelines.
+        threads: intra-op CPU threads (1 as the demo trains); None: the trainer's policy.
+        progress: progress bar while the cache is decoded.
+
+    Returns:
+        ``{"device", "threads", "batch_size", "image_size", "steps", "cache": {"seconds",
+        "mib", "images"}, "data": {"reference", "tensor", "speedup"}, "training":
+        {"reference": {"images_per_s", "data_wait"}, "tensor": {...}, "speedup"}}``;
+        images/s, speed-ups as tensor / reference.
+    """
+    import torch
+
+    from bpbreid.config import apply_overrides
+    from bpbreid.data.datasets import build_dataset_from_config
+    from bpbreid.engine.distributed import resolve_device
+    from bpbreid.engine.trainer import Trainer
+
+    resolved = resolve_device(device)
+    if threads is not None and resolved.type == "cpu":
+        torch.set_num_threads(int(threads))
+    rounds = max(1, min(int(rounds), int(steps)))
+    per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+    data = build_dataset_from_config(cfg)
+    with tempfile.TemporaryDirectory(prefix="bpbreid-bench-") as tmp:
+        trainers: dict[str, Any] = {}
+        for name in ("reference", "tensor"):
+            overrides = [
+                f"data.pipeline={name}",
+                f"train.device={device}",
+                f"train.output_dir={tmp}/{name}",
+                "train.loggers=[]",
+            ]
+            if threads is not None:
+                overrides.append(f"train.threads={int(threads)}")
+            variant = apply_overrides(cfg, overrides, "compare_pipelines")
+            trainers[name] = Trainer(variant, data=data, progress=False)
+        tensor_loader = trainers["tensor"].train_loader
+        tensor_loader.progress = progress
+        start = time.perf_counter()
+        cache = tensor_loader.prepare()
+        _sync(resolved)
+        cache_seconds = time.perf_counter() - start
+
+        batches = {name: _forever(t.train_loader) for name, t in trainers.items()}
+        batch_size = int(cfg.train.batch_size)
+
+        # The data path alone.
+        for name in trainers:
+            for _ in range(warmup):
+                next(batches[name])
+        data_time = dict.fromkeys(trainers, 0.0)
+        for count in per_round:
+            for name in trainers:
+                _sync(resolved)
+                start = time.perf_counter()
+                for _ in range(count):
+                    batch = next(batches[name])
+                _sync(resolved)
+                data_time[name] += time.perf_counter() - start
+                del batch
+
+        # Whole training steps.
+        for name, trainer in trainers.items():
+            for _ in range(warmup):
+                trainer.train_step(next(batches[name]))
+        step_time = dict.fromkeys(trainers, 0.0)
+        waited = dict.fromkeys(trainers, 0.0)
+        for count in per_round:
+            for name, trainer in trainers.items():
+                _sync(resolved)
+                start = time.perf_counter()
+                for _ in range(count):
+                    tick = time.perf_counter()
+                    batch = next(batches[name])
+                    _sync(resolved)
+                    waited[name] += time.perf_counter() - tick
+                    trainer.train_step(batch)
+                _sync(resolved)
+                step_time[name] += time.perf_counter() - start
+        del batches, trainers
+
+    def rate(seconds: float) -> float:
+        return steps * batch_size / max(seconds, 1e-9)
+
+    data_rates = {name: rate(seconds) for name, seconds in data_time.items()}
+    training = {
+        name: {
+            "images_per_s": rate(step_time[name]),
+            "data_wait": min(1.0, waited[name] / max(step_time[name], 1e-9)),
+        }
+        for name in step_time
+    }
+    return {
+        "device": str(resolved),
+        "threads": torch.get_num_threads() if resolved.type == "cpu" else None,
+        "batch_size": batch_size,
+        "image_size": [int(cfg.data.height), int(cfg.data.width)],
+        "steps": int(steps),
+        "cache": {
+            "seconds": cache_seconds,
+            "mib": cache.nbytes / 2**20,
+            "images": len(cache),
+        },
+        "data": {**data_rates, "speedup": data_rates["tensor"] / data_rates["reference"]},
+        "training": {
+            **training,
+            "speedup": training["tensor"]["images_per_s"] / training["reference"]["images_per_s"],
+        },
+    }
+
+
+def format_pipeline_comparison(result: dict[str, Any]) -> str:
+    """A markdown table of :func:`compare_pipelines`; ratios relative to the reference."""
+    height, width = result["image_size"]
+    cache = result["cache"]
+    threads = f", {result['threads']} thread(s)" if result.get("threads") else ""
+    lines = [
+        f"Batch {result['batch_size']} at {height}x{width} on {result['device']}{threads}, "
+        f"{result['steps']} timed batches each. Tensor cache: {cache['images']} images, "
+        f"{cache['mib']:.1f} MiB, decoded in {cache['seconds']:.1f} s.",
+        "",
+        "| pipeline | data path images/s | vs reference | training images/s | vs reference "
+        "| waiting for data |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("reference", "tensor"):
+        data = result["data"][name]
+        train = result["training"][name]
+        data_ratio = data / result["data"]["reference"]
+        train_ratio = train["images_per_s"] / result["training"]["reference"]["images_per_s"]
+        wait = 100 * train["data_wait"]
+        lines.append(
+            f"| {PIPELINE_TITLES[name]} | {data:,.0f} | {data_ratio:.2f}x "
+            f"| {train['images_per_s']:,.1f} | {train_ratio:.2f}x | {wait:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
 def format_table(results: list[BenchResult]) -> str:
     """A markdown table; ratios are relative to the first row (the fp32 baseline)."""
     base = results[0].images_per_s if results else 1.0

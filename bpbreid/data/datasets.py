@@ -482,7 +482,7 @@ def scan_images(
                 raise DatasetError(
                     f"Cannot list the image folder {directory} ({_entry_problem(exc)}). "
                     "Check that it is a readable folder."
-                ) from None
+                ) from exc
             skipped.append((directory, f"folder cannot be listed: {_entry_problem(exc)}"))
             continue
         for entry in entries:
@@ -766,7 +766,7 @@ def build_dataset_from_config(cfg: Config, require_masks: bool | None = None) ->
         except ImportError as exc:
             raise DatasetError(
                 f"The synthetic dataset generator (bpbreid.data.synthetic) is unavailable: {exc}."
-            ) from None
+            ) from exc
         syn = cfg.data.synthetic
         root = generate(root / "synthetic", syn.preset, syn.seed, syn.height, syn.width)
     return build_dataset(
@@ -858,7 +858,7 @@ def read_image(path: str | Path) -> np.ndarray:
             f"limit allows ({exc}), far more than a person crop has: the file is corrupt or "
             f"not a dataset image. {_REEXTRACT} (A genuine huge image needs a higher "
             "PIL.Image.MAX_IMAGE_PIXELS in your own code.)"
-        ) from None
+        ) from exc
     except OSError as exc:
         problem = {
             errno.ELOOP: "is a symbolic link loop",
@@ -866,15 +866,15 @@ def read_image(path: str | Path) -> np.ndarray:
             errno.EACCES: "cannot be read (permission denied)",
         }.get(exc.errno or 0)
         if problem is not None:
-            raise ImageReadError(f"Image file {path} {problem}. Repair or remove it.") from None
+            raise ImageReadError(f"Image file {path} {problem}. Repair or remove it.") from exc
         raise ImageReadError(
             f"Cannot read the image {path} ({exc}): the file is corrupt or truncated. " + _REEXTRACT
-        ) from None
+        ) from exc
     except Exception as exc:  # Pillow decoders raise many types on hostile files
         raise ImageReadError(
             f"Cannot decode the image {path} ({type(exc).__name__}: {exc}): the file is "
             "corrupt. " + _REEXTRACT
-        ) from None
+        ) from exc
 
 
 def read_label(sample: Sample) -> np.ndarray:
@@ -964,7 +964,9 @@ def build_loaders(
     world_size: int = 1,
     train_masks: bool | None = None,
     test_masks: bool | None = None,
-) -> dict[str, DataLoader]:
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """DataLoaders for every subset of ``data``.
 
     The train loader draws identity-balanced batches (``cfg.train.batch_size`` images =
@@ -972,12 +974,18 @@ def build_loaders(
     ``world_size > 1`` each rank gets a disjoint share of every epoch's batches. Test
     loaders (query, gallery, extra query sets) read in order with ``cfg.test.batch_size``.
 
+    With ``cfg.data.pipeline == "tensor"`` the train loader is a
+    :class:`bpbreid.data.pipeline.TensorTrainLoader` (same sampler, batches made from a
+    decode-once cache on ``device``); the test loaders are the same either way.
+
     Args:
         cfg: the configuration.
         data: the dataset.
         rank, world_size: distributed training (one P x K batch per process and step).
         train_masks, test_masks: load parsing labels; default from the config
             (:func:`training_needs_masks`, :func:`testing_needs_masks`).
+        device: the training device (tensor pipeline: where batches are made).
+        progress: progress bar while the tensor pipeline decodes its cache.
 
     Returns:
         ``{"train", "query", "gallery", <extra query sets>}`` (no ``"train"`` for test-only
@@ -996,7 +1004,7 @@ def build_loaders(
         train_masks = training_needs_masks(cfg)
     if test_masks is None:
         test_masks = testing_needs_masks(cfg)
-    loaders: dict[str, DataLoader] = {}
+    loaders: dict[str, Any] = {}
     if data.train:
         num_pids = data.num_train_pids
         p_ids = cfg.train.batch_size // cfg.train.num_instances
@@ -1014,15 +1022,28 @@ def build_loaders(
             world_size=world_size,
             seed=cfg.train.seed,
         )
-        generator = torch.Generator().manual_seed(cfg.train.seed + rank)
-        loaders["train"] = DataLoader(
-            ImageDataset(data.train, build_transforms(cfg, train=True), load_masks=train_masks),
-            batch_size=cfg.train.batch_size,
-            sampler=sampler,
-            drop_last=True,
-            generator=generator,
-            **common,
-        )
+        if cfg.data.pipeline == "tensor":
+            from bpbreid.data.pipeline import TensorTrainLoader
+
+            loaders["train"] = TensorTrainLoader.from_config(
+                cfg,
+                data.train,
+                sampler,
+                load_masks=train_masks,
+                rank=rank,
+                device=device,
+                progress=progress,
+            )
+        else:
+            generator = torch.Generator().manual_seed(cfg.train.seed + rank)
+            loaders["train"] = DataLoader(
+                ImageDataset(data.train, build_transforms(cfg, train=True), load_masks=train_masks),
+                batch_size=cfg.train.batch_size,
+                sampler=sampler,
+                drop_last=True,
+                generator=generator,
+                **common,
+            )
     test_transform = build_transforms(cfg, train=False)
     for name, samples in data.subsets().items():
         if name == "train" or not samples:

@@ -29,6 +29,14 @@ averaging before the background rule, so a target pixel sees its whole 4x4 block
 one pixel of it. With ``'threshold'`` the hard labels agree with the official ones away from
 part borders.
 
+Random erasing is albumentations' ``Erasing`` with torchreid's settings, not torchreid's
+sampler: the area is uniform up to the largest box that fits at every aspect ratio (for a 2:1
+image 15 %, not 40 %), and the aspect ratio is uniform (not log-uniform) in the range that fits.
+
+The same pipeline exists as batch tensor operations on a decode-once cache
+(``data.pipeline: tensor``, :mod:`bpbreid.data.pipeline`); ``tests/test_pipeline.py`` checks
+that both give the same pixels for the same random parameters.
+
 Reference:
     bpbreid c0db006, ``torchreid/data/transforms.py`` (pipeline, pad 10 px, colour jitter
     defaults brightness 0.2 / contrast 0.15 / p 0.5, masks erased to 0).
@@ -204,14 +212,24 @@ class ReIDTransform:
             # and OpenCV handles one channel at a time faster than 8+ interleaved ones.
             data["masks"] = np.ascontiguousarray(fields, dtype=np.float32)
         out = self.compose(**data)
-        image_tensor = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
-        if fields is None:
+        return self.finish(out["image"], out["masks"] if fields is not None else None)
+
+    def finish(
+        self, image: np.ndarray, parts: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last step: what the ``Compose`` returns -> ``(image [3, H, W], targets)``.
+
+        Args:
+            image: ``float32 [H, W, 3]`` normalized.
+            parts: ``[K, H, W]`` augmented part maps, or None.
+        """
+        image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if parts is None:
             return image_tensor, None
-        parts = np.asarray(out["masks"])  # [K, H, W]
         # Area averaging: a target pixel whose 4x4 block was fully erased or padded is 0 in
         # every part, hence background.
         small = resize_maps(
-            parts,
+            np.asarray(parts),
             (max(self.height // MASK_STRIDE, 1), max(self.width // MASK_STRIDE, 1)),
             mode="area",
         )

@@ -62,8 +62,9 @@ def count_classes(loader: Any) -> int:
     Raises:
         ConfigError: the dataset does not tell (pass ``num_classes=`` to the trainer).
     """
+    # A DataLoader's dataset lists them; the tensor pipeline's loader lists them itself.
     dataset = getattr(loader, "dataset", None)
-    samples = getattr(dataset, "samples", None)
+    samples = getattr(dataset, "samples", None) or getattr(loader, "samples", None)
     if samples:
         return len({int(getattr(s, "pid", s[1] if isinstance(s, tuple) else s)) for s in samples})
     raise ConfigError("Cannot tell the number of training identities: pass num_classes=.")

@@ -231,7 +231,14 @@ class Trainer:
             val_data = None
             if cfg.train.validation_ids > 0:
                 data, val_data = split_validation(data, cfg.train.validation_ids, cfg.train.seed)
-            loaders = build_loaders(cfg, data, rank=self.dist.rank, world_size=self.dist.world_size)
+            loaders = build_loaders(
+                cfg,
+                data,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+                device=self.device,
+                progress=self.progress,
+            )
             if "train" not in loaders:
                 raise ConfigError(
                     f"Dataset '{cfg.data.name}' has no training split (it is test-only); "
@@ -280,6 +287,8 @@ class Trainer:
 
     def _sampler_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"epoch": int(self.state.epoch)}
+        # The loader's generator: a DataLoader's (worker seeds), or the tensor pipeline's
+        # (every augmentation of its batches); restored on resume.
         generator = getattr(self.train_loader, "generator", None)
         if isinstance(generator, torch.Generator):
             state["loader_generator"] = generator.get_state()
