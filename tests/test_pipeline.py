@@ -575,3 +575,18 @@ def test_ranks_draw_their_own_augmentations_from_disjoint_batches(tmp_path):
     assert not torch.equal(state0, state1)
     paths = [{p for batch in loader for p in batch["img_path"]} for loader in loaders]
     assert paths[0] and paths[1] and not paths[0] & paths[1]
+
+
+def test_demo_model_comparison_runs_tiny(data_root):
+    from bpbreid.bench.train import compare_demo_models, format_demo_comparison
+
+    overrides = ["data.synthetic.preset=tiny", f"data.root={data_root}", "train.batch_size=16"]
+    result = compare_demo_models(
+        steps=2, rounds=2, models=("bpbreid", "global_id"), overrides=overrides
+    )
+    assert list(result) == ["bpbreid", "global_id"]
+    for variants in result.values():
+        assert set(variants) == {"before", "after"}
+        assert all(v["images_per_s"] > 0 and 0 <= v["data_wait"] <= 1 for v in variants.values())
+    table = format_demo_comparison(result)
+    assert table.count("\n") == 3 and "| bpbreid |" in table

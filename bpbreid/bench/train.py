@@ -21,6 +21,7 @@ import argparse
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 VARIANTS = ("fp32", "amp_cl", "amp_cl_compile")
@@ -171,6 +172,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parts", type=int, default=5, help="K parts (default 5: five_v)")
     parser.add_argument(
         "--small", action="store_true", help="the tiny version on any device (as on a CPU)"
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="instead: each demo model on the CPU (synthetic_cpu, one thread), before and after "
+        "the tensor pipeline + channels_last, in one run",
+    )
+    parser.add_argument(
+        "--pipelines",
+        action="store_true",
+        help="instead: the reference and the tensor data pipeline on synthetic_cpu, in one run",
     )
 
 
@@ -436,6 +448,131 @@ def compare_pipelines(
     }
 
 
+def time_training_variants(
+    cfg: Any,
+    variants: dict[str, list[str]],
+    steps: int = 60,
+    device: str = "cpu",
+    *,
+    warmup: int = 5,
+    rounds: int = 3,
+    threads: int | None = 1,
+    data: Any = None,
+) -> dict[str, dict[str, float]]:
+    """Images/s of whole training steps of ``cfg`` under several sets of overrides.
+
+    One :class:`~bpbreid.engine.trainer.Trainer` per variant on the same dataset; the
+    variants take turns in ``rounds`` rounds of ``steps / rounds`` steps each, so that a
+    change of machine load hits every variant alike.
+
+    Returns:
+        ``{variant: {"images_per_s", "data_wait"}}``.
+    """
+    import torch
+
+    from bpbreid.config import apply_overrides
+    from bpbreid.data.datasets import build_dataset_from_config
+    from bpbreid.engine.distributed import resolve_device
+    from bpbreid.engine.trainer import Trainer
+
+    resolved = resolve_device(device)
+    if threads is not None and resolved.type == "cpu":
+        torch.set_num_threads(int(threads))
+    rounds = max(1, min(int(rounds), int(steps)))
+    per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+    data = data if data is not None else build_dataset_from_config(cfg)
+    batch_size = int(cfg.train.batch_size)
+    with tempfile.TemporaryDirectory(prefix="bpbreid-bench-") as tmp:
+        trainers = {}
+        for i, (name, overrides) in enumerate(variants.items()):
+            extra = [f"train.device={device}", f"train.output_dir={tmp}/{i}", "train.loggers=[]"]
+            if threads is not None:
+                extra.append(f"train.threads={int(threads)}")
+            variant = apply_overrides(cfg, [*overrides, *extra], f"variant {name}")
+            trainers[name] = Trainer(variant, data=data, progress=False)
+        batches = {name: _forever(t.train_loader) for name, t in trainers.items()}
+        for name, trainer in trainers.items():
+            for _ in range(warmup):
+                trainer.train_step(next(batches[name]))
+        step_time = dict.fromkeys(trainers, 0.0)
+        waited = dict.fromkeys(trainers, 0.0)
+        for count in per_round:
+            for name, trainer in trainers.items():
+                _sync(resolved)
+                start = time.perf_counter()
+                for _ in range(count):
+                    tick = time.perf_counter()
+                    batch = next(batches[name])
+                    _sync(resolved)
+                    waited[name] += time.perf_counter() - tick
+                    trainer.train_step(batch)
+                _sync(resolved)
+                step_time[name] += time.perf_counter() - start
+        del batches, trainers
+    return {
+        name: {
+            "images_per_s": steps * batch_size / max(seconds, 1e-9),
+            "data_wait": min(1.0, waited[name] / max(seconds, 1e-9)),
+        }
+        for name, seconds in step_time.items()
+    }
+
+
+# The demo's CPU training before and after its speed work: the albumentations pipeline in
+# the default memory layout, and the decode-once tensor pipeline with channels_last.
+DEMO_VARIANTS: dict[str, list[str]] = {
+    "before": ["data.pipeline=reference", "train.channels_last=false"],
+    "after": ["data.pipeline=tensor", "train.channels_last=true"],
+}
+
+
+def compare_demo_models(
+    steps: int = 60,
+    rounds: int = 3,
+    models: tuple[str, ...] | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Training images/s of each demo model (``synthetic_cpu``, one thread), before/after.
+
+    Every model's variants are timed in the same run, taking turns (see
+    :func:`time_training_variants`), so the ratios hold whatever the machine's load.
+
+    Returns:
+        ``{model: {"before": {"images_per_s", "data_wait"}, "after": {...}}}``.
+    """
+    from bpbreid.config import load_config
+    from bpbreid.data.datasets import build_dataset_from_config
+    from bpbreid.demo import MODELS, model_configs
+
+    base = load_config("synthetic_cpu", ["train.device=cpu", *(overrides or [])])
+    data = build_dataset_from_config(base)
+    with tempfile.TemporaryDirectory(prefix="bpbreid-bench-") as tmp:
+        configs = model_configs(base, Path(tmp), seed=0)
+        return {
+            name: time_training_variants(
+                configs[name], DEMO_VARIANTS, steps, "cpu", rounds=rounds, threads=1, data=data
+            )
+            for name in (models or MODELS)
+        }
+
+
+def format_demo_comparison(result: dict[str, dict[str, dict[str, float]]]) -> str:
+    """A markdown table of :func:`compare_demo_models`."""
+    lines = [
+        "| model | before: images/s | waiting for data | after: images/s | waiting for data "
+        "| after / before |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, variants in result.items():
+        before, after = variants["before"], variants["after"]
+        ratio = after["images_per_s"] / max(before["images_per_s"], 1e-9)
+        lines.append(
+            f"| {name} | {before['images_per_s']:.0f} | {100 * before['data_wait']:.0f}% "
+            f"| {after['images_per_s']:.0f} | {100 * after['data_wait']:.0f}% | {ratio:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def format_pipeline_comparison(result: dict[str, Any]) -> str:
     """A markdown table of :func:`compare_pipelines`; ratios relative to the reference."""
     height, width = result["image_size"]
@@ -487,6 +624,23 @@ def run(args: argparse.Namespace) -> int:
 
     from bpbreid.engine.distributed import resolve_device
 
+    if getattr(args, "demo", False):
+        steps = args.steps or (6 if args.small else 60)
+        print(
+            f"Demo models on the CPU (synthetic_cpu, batch 64 at 64x32, one thread), "
+            f"{steps} timed steps per variant, variants taking turns:",
+            flush=True,
+        )
+        print(format_demo_comparison(compare_demo_models(steps, rounds=min(3, steps))))
+        return 0
+    if getattr(args, "pipelines", False):
+        from bpbreid.config import load_config
+
+        steps = args.steps or (6 if args.small else 100)
+        cfg = load_config("synthetic_cpu", ["train.device=cpu"])
+        result = compare_pipelines(cfg, steps, args.device, rounds=min(2, steps))
+        print(format_pipeline_comparison(result))
+        return 0
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     args = _defaults(args, cuda)
