@@ -506,7 +506,7 @@ def run_demo(
     print("The time is estimated from the speed of the first steps on this machine.")
 
     start = time.time()
-    build_dataset_from_config(base)  # generate (or reuse) the synthetic set first
+    build_dataset_from_config(base, progress=progress)  # generate (or reuse) the set first
     clear_runs(configs.values())
     train_start = time.time()
     train_all(configs, processes=workers, progress=progress)

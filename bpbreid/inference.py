@@ -489,12 +489,10 @@ class Ranking:
         whose names carry no identity show ``id -1``.
 
         Returns:
-            A matplotlib figure, or None when :mod:`bpbreid.viz.ranking` is not available.
+            A matplotlib figure.
         """
-        try:
-            from bpbreid.viz.ranking import RankedImage, plot_ranking
-        except ImportError:
-            return None
+        from bpbreid.viz.ranking import RankedImage, plot_ranking
+
         k = min(topk or self.order.shape[1], self.order.shape[1])
         parts = self.part_distances(query_index)
 

@@ -322,14 +322,6 @@ def test_synth_delegates_to_the_generator(tmp_path: Path, monkeypatch, capsys):
     assert "query_holistic" in out and str(tmp_path / "synthetic" / "tiny_2") in out
 
 
-def test_synth_without_generator_is_a_clear_error(tmp_path: Path, monkeypatch, capsys):
-    fake = types.ModuleType("bpbreid.data.synthetic")  # no generate()
-    monkeypatch.setitem(sys.modules, "bpbreid.data.synthetic", fake)
-    monkeypatch.setattr(bpbreid.data, "synthetic", fake, raising=False)
-    assert main(["data", "synth", "--root", str(tmp_path)]) == 2
-    assert "generate" in capsys.readouterr().err
-
-
 def test_data_without_action_prints_help(capsys):
     assert main(["data"]) == 0
     out = capsys.readouterr().out

@@ -343,16 +343,9 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_synth(args: argparse.Namespace) -> int:
     from bpbreid.data.datasets import build_dataset
-    from bpbreid.errors import DatasetError
+    from bpbreid.data.synthetic import generate
     from bpbreid.paths import find_repo_root
 
-    try:
-        from bpbreid.data import synthetic
-    except ImportError as exc:
-        raise DatasetError(f"The synthetic dataset generator is not available: {exc}.") from None
-    generate = getattr(synthetic, "generate", None)
-    if generate is None:
-        raise DatasetError("bpbreid.data.synthetic has no generate() in this installation.")
     root = Path(args.root).expanduser() if args.root else find_repo_root() / "data"
     kwargs = {} if args.workers is None else {"workers": args.workers}
     dataset_dir = generate(

@@ -749,26 +749,27 @@ def testing_needs_masks(cfg: Config) -> bool:
     return bp.part_mode == "external" or bp.test_use_target_segmentation != "none"
 
 
-def build_dataset_from_config(cfg: Config, require_masks: bool | None = None) -> ReIDData:
+def build_dataset_from_config(
+    cfg: Config, require_masks: bool | None = None, progress: bool = True
+) -> ReIDData:
     """The dataset ``cfg.data`` names; the synthetic one is generated first (cached).
 
     Args:
         cfg: the configuration (``data.name``, ``data.root``, ``model.bpbreid.masks.dir``).
         require_masks: default: when training or testing needs labels.
+        progress: a progress bar while the synthetic set is generated.
     """
     root = resolve_data_root(cfg.data.root)
     if require_masks is None:
         require_masks = training_needs_masks(cfg) or testing_needs_masks(cfg)
     name = get_spec(cfg.data.name).name
     if name == "synthetic":
-        try:
-            from bpbreid.data.synthetic import generate
-        except ImportError as exc:
-            raise DatasetError(
-                f"The synthetic dataset generator (bpbreid.data.synthetic) is unavailable: {exc}."
-            ) from exc
+        from bpbreid.data.synthetic import generate
+
         syn = cfg.data.synthetic
-        root = generate(root / "synthetic", syn.preset, syn.seed, syn.height, syn.width)
+        root = generate(
+            root / "synthetic", syn.preset, syn.seed, syn.height, syn.width, progress=progress
+        )
     return build_dataset(
         name,
         root,
