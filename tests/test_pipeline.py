@@ -590,3 +590,13 @@ def test_demo_model_comparison_runs_tiny(data_root):
         assert all(v["images_per_s"] > 0 and 0 <= v["data_wait"] <= 1 for v in variants.values())
     table = format_demo_comparison(result)
     assert table.count("\n") == 3 and "| bpbreid |" in table
+
+
+def test_tensor_loader_answers_the_dataloader_questions(data_root, tmp_path):
+    # Notebook 04 prints a training loader's workers and pinning, whichever pipeline built it.
+    from bpbreid.engine import Trainer
+
+    trainer = Trainer(synthetic_cfg(data_root, tmp_path / "run"), progress=False)
+    loader = trainer.train_loader
+    assert isinstance(loader, TensorTrainLoader)
+    assert (loader.num_workers, loader.pin_memory, loader.persistent_workers) == (0, False, False)

@@ -857,6 +857,11 @@ class TensorTrainLoader:
         self.device_cache_mb = float(device_cache_mb)
         self.progress = progress
         self.cache: DecodedCache | None = None
+        # The DataLoader attributes code that inspects a training loader reads: batches are
+        # made in the training process, on the training device; nothing is pinned.
+        self.num_workers = 0
+        self.pin_memory = False
+        self.persistent_workers = False
 
     @classmethod
     def from_config(
