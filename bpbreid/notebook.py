@@ -32,6 +32,7 @@ from bpbreid.paths import (  # noqa: F401  (re-exported for the notebooks)
     REPO_OWNER,
     REPO_URL,
     ROOT_ENV,
+    display_path,
     find_repo_root,
     seed_everything,
     thread_policy,
@@ -112,7 +113,8 @@ class NotebookEnv:
 
     def summary(self) -> str:
         lines = [f"mode={self.mode} device={self.device} threads={self.threads} seed={self.seed}"]
-        lines.append(f"repo root: {self.root}")
+        folders = ", ".join(display_path(p) for p in (self.data_dir, self.output_dir))
+        lines.append(f"folders (from the repository root): {folders}")
         lines.append(" | ".join(f"{k} {v}" for k, v in self.versions.items()))
         return "\n".join(lines)
 

@@ -48,6 +48,21 @@ def resolve_path(path: str | Path) -> Path:
     return p if p.is_absolute() else find_repo_root() / p
 
 
+def display_path(path: str | Path) -> str:
+    """``path`` as printed for people: relative to the repository root when inside it.
+
+    Printed paths then read the same on every machine (``data/synthetic/small_s0_64x32``,
+    not a home folder), and executed notebooks carry no absolute paths of the machine
+    that ran them. Paths outside the repository are printed as given.
+    """
+    p = Path(path).expanduser()
+    try:
+        relative = p.resolve().relative_to(find_repo_root().resolve())
+    except ValueError:
+        return str(p)
+    return relative.as_posix() or "."
+
+
 def thread_policy(cpu_count: int | None = None) -> int:
     """Intra-op threads for one training process.
 

@@ -99,3 +99,37 @@ def test_notebooks_are_numbered_and_executed():
             o.get("output_type") == "error" for c in code for o in c.get("outputs", [])
         ), f"{path.name} has an error output"
         assert "from bpbreid.notebook import setup" in "".join(code[0]["source"])
+
+
+def test_display_path_is_relative_inside_the_repository(tmp_path):
+    from bpbreid.paths import display_path
+
+    root = find_repo_root()
+    assert display_path(root / "data" / "synthetic") == "data/synthetic"
+    assert display_path(root) == "."
+    assert display_path(tmp_path / "x") == str(tmp_path / "x")
+
+
+# Absolute paths of a machine: a home, a checkout, a temporary or Colab folder, a drive.
+MACHINE_PATH = re.compile(
+    r"(?<![\w.])(/home/|/Users/|/root/|/work/|/tmp/|/content/|/mnt/|[A-Z]:\\\\)"
+)
+
+
+def test_committed_outputs_carry_no_absolute_path_of_a_machine():
+    root = find_repo_root()
+    found = []
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        notebook = json.loads(path.read_text())
+        for index, cell in enumerate(notebook["cells"]):
+            for output in cell.get("outputs", []):
+                texts = [output.get("text", "")]
+                texts += [v for k, v in output.get("data", {}).items() if k.startswith("text/")]
+                for text in texts:
+                    text = "".join(text) if isinstance(text, list) else text
+                    match = MACHINE_PATH.search(text)
+                    if match:
+                        found.append(
+                            f"{path.name} cell {index}: ...{text[max(0, match.start() - 20) : match.end() + 40]}..."
+                        )
+    assert not found, "absolute paths in committed outputs:\n" + "\n".join(found)

@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bpbreid.errors import DatasetError, LabelError
 from bpbreid.parts import DEFAULT_MASKS_DIR  # noqa: F401  (re-exported)
-from bpbreid.paths import REPO_BRANCH, REPO_URL, find_repo_root
+from bpbreid.paths import REPO_BRANCH, REPO_URL, display_path, find_repo_root
 
 if TYPE_CHECKING:
     from bpbreid.config import Config
@@ -292,7 +292,7 @@ class ReIDData:
         ]
         width = max(8, *(len(name) for name, *_ in rows))
         rule = "  " + "-" * (width + 32)
-        lines = [f"=> {title} ({self.dataset_dir})", rule]
+        lines = [f"=> {title} ({display_path(self.dataset_dir)})", rule]
         lines.append(f"  {'subset':<{width}} | {'# ids':>6} | {'# images':>8} | {'# cameras':>9}")
         lines.append(rule)
         for name, ids, images, cams in rows:

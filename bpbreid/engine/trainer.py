@@ -44,7 +44,7 @@ from torch import nn
 
 from bpbreid.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from bpbreid.errors import BPBReIDError, CheckpointError, TrainingError
-from bpbreid.paths import resolve_path, seed_everything, thread_policy
+from bpbreid.paths import display_path, resolve_path, seed_everything, thread_policy
 
 from .checkpoint import (
     describe_entries,
@@ -386,7 +386,9 @@ class Trainer:
                 if change.split(":")[0] not in settings
             ]
             if changed:
-                self._say(f"Resuming {path} with a changed config: {', '.join(changed)}")
+                self._say(
+                    f"Resuming {display_path(path)} with a changed config: {', '.join(changed)}"
+                )
         return self.state
 
     def _say(self, text: str) -> None:
