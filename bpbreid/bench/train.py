@@ -309,6 +309,35 @@ PIPELINE_TITLES = {
 }
 
 
+def _time_training_steps(
+    trainers: dict[str, Any],
+    batches: dict[str, Any],
+    per_round: list[int],
+    warmup: int,
+    device: Any,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds of whole training steps per trainer, and of them the seconds spent waiting
+    for batches; the trainers take turns, ``per_round[r]`` steps each in round ``r``."""
+    for name, trainer in trainers.items():
+        for _ in range(warmup):
+            trainer.train_step(next(batches[name]))
+    step_time = dict.fromkeys(trainers, 0.0)
+    waited = dict.fromkeys(trainers, 0.0)
+    for count in per_round:
+        for name, trainer in trainers.items():
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(count):
+                tick = time.perf_counter()
+                batch = next(batches[name])
+                _sync(device)
+                waited[name] += time.perf_counter() - tick
+                trainer.train_step(batch)
+            _sync(device)
+            step_time[name] += time.perf_counter() - start
+    return step_time, waited
+
+
 def compare_pipelines(
     cfg: Any,
     steps: int = 100,
@@ -399,23 +428,7 @@ def compare_pipelines(
                 del batch
 
         # Whole training steps.
-        for name, trainer in trainers.items():
-            for _ in range(warmup):
-                trainer.train_step(next(batches[name]))
-        step_time = dict.fromkeys(trainers, 0.0)
-        waited = dict.fromkeys(trainers, 0.0)
-        for count in per_round:
-            for name, trainer in trainers.items():
-                _sync(resolved)
-                start = time.perf_counter()
-                for _ in range(count):
-                    tick = time.perf_counter()
-                    batch = next(batches[name])
-                    _sync(resolved)
-                    waited[name] += time.perf_counter() - tick
-                    trainer.train_step(batch)
-                _sync(resolved)
-                step_time[name] += time.perf_counter() - start
+        step_time, waited = _time_training_steps(trainers, batches, per_round, warmup, resolved)
         del batches, trainers
 
     def rate(seconds: float) -> float:
@@ -491,23 +504,7 @@ def time_training_variants(
             variant = apply_overrides(cfg, [*overrides, *extra], f"variant {name}")
             trainers[name] = Trainer(variant, data=data, progress=False)
         batches = {name: _forever(t.train_loader) for name, t in trainers.items()}
-        for name, trainer in trainers.items():
-            for _ in range(warmup):
-                trainer.train_step(next(batches[name]))
-        step_time = dict.fromkeys(trainers, 0.0)
-        waited = dict.fromkeys(trainers, 0.0)
-        for count in per_round:
-            for name, trainer in trainers.items():
-                _sync(resolved)
-                start = time.perf_counter()
-                for _ in range(count):
-                    tick = time.perf_counter()
-                    batch = next(batches[name])
-                    _sync(resolved)
-                    waited[name] += time.perf_counter() - tick
-                    trainer.train_step(batch)
-                _sync(resolved)
-                step_time[name] += time.perf_counter() - start
+        step_time, waited = _time_training_steps(trainers, batches, per_round, warmup, resolved)
         del batches, trainers
     return {
         name: {
