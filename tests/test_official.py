@@ -18,6 +18,7 @@ from bpbreid.model import build_model
 from bpbreid.official import (
     OFFICIAL_CHECKPOINTS,
     OFFICIAL_MODELS_FOLDER_ID,
+    UNUSED_OFFICIAL_HEADS,
     OfficialConfig,
     RestrictedUnpickler,
     UnsafeGlobalError,
@@ -29,6 +30,7 @@ from bpbreid.official import (
     restricted_pickle,
     restricted_torch_load,
     state_dict_to_official,
+    unused_official_head,
 )
 
 NUM_CLASSES = 6
@@ -326,6 +328,170 @@ def test_official_config_maps_to_our_config():
         config_from_official(official_config_tree(dim_reduce="before_pooling"))
     with pytest.raises(CheckpointError, match="backbone"):
         config_from_official(official_config_tree(backbone="osnet"))
+
+
+# --------------------------------------------------------------------------------------
+# Every official backbone: resnet50, resnet50_ibn_a, hrnet32
+# --------------------------------------------------------------------------------------
+
+BACKBONE = "backbone_appearance_feature_extractor."
+# The official model's state dict (bpbreid c0db006, `model.bpbreid.masks.preprocess=five_v`,
+# 5 parts, 751 identities, dim_reduce_output 512): total key count and a few tensors, read
+# from the official torchreid/models/{resnet,resnet_ibn_a,hrnet,bpbreid}.py. The ResNets keep
+# an identity classifier that BPBReID never calls (resnet.py:243, resnet_ibn_a.py:170), HRNet
+# a 1x1 channel reduction used only with dim_reduce='before_pooling' (hrnet.py:362-371).
+OFFICIAL_LAYOUTS = {
+    "resnet50": (
+        409,
+        {
+            f"{BACKBONE}conv1.weight": (64, 3, 7, 7),
+            f"{BACKBONE}layer1.0.downsample.0.weight": (256, 64, 1, 1),
+            f"{BACKBONE}layer1.0.bn1.weight": (64,),
+            f"{BACKBONE}layer4.0.conv2.weight": (512, 512, 3, 3),
+            f"{BACKBONE}layer4.2.bn3.running_var": (2048,),
+            f"{BACKBONE}classifier.weight": (751, 2048),
+            f"{BACKBONE}classifier.bias": (751,),
+            "global_after_pooling_dim_reduce.layers.0.weight": (512, 2048),
+            "pixel_classifier.classifier.weight": (6, 2048, 1, 1),
+            "parts_identity_classifier.4.classifier.weight": (751, 512),
+        },
+    ),
+    "resnet50_ibn_a": (
+        435,
+        {
+            f"{BACKBONE}conv1.weight": (64, 3, 7, 7),
+            f"{BACKBONE}layer1.0.bn1.IN.weight": (32,),
+            f"{BACKBONE}layer1.0.bn1.BN.running_mean": (32,),
+            f"{BACKBONE}layer3.5.bn1.IN.weight": (128,),
+            f"{BACKBONE}layer4.0.bn1.weight": (512,),  # layer4 keeps plain BatchNorm
+            f"{BACKBONE}layer4.2.bn3.running_var": (2048,),
+            f"{BACKBONE}classifier.weight": (751, 2048),
+            f"{BACKBONE}classifier.bias": (751,),
+            "concat_parts_identity_classifier.bn.weight": (2560,),
+        },
+    ),
+    "hrnet32": (
+        2022,
+        {
+            f"{BACKBONE}conv1.weight": (64, 3, 3, 3),
+            f"{BACKBONE}incre_modules.3.0.conv3.weight": (1024, 256, 1, 1),
+            f"{BACKBONE}cls_head.0.weight": (512, 1920, 1, 1),
+            f"{BACKBONE}cls_head.1.running_var": (512,),
+            "pixel_classifier.classifier.weight": (6, 1920, 1, 1),
+        },
+    ),
+}
+UNUSED_HEADS = {  # official backbone -> (prefix, shapes of the tensors under it)
+    "resnet50": (f"{BACKBONE}classifier.", {"weight": (751, 2048), "bias": (751,)}),
+    "resnet50_ibn_a": (f"{BACKBONE}classifier.", {"weight": (751, 2048), "bias": (751,)}),
+    "hrnet32": (
+        f"{BACKBONE}cls_head.",
+        {
+            "0.weight": (512, 1920, 1, 1),
+            "0.bias": (512,),
+            "1.weight": (512,),
+            "1.bias": (512,),
+            "1.running_mean": (512,),
+            "1.running_var": (512,),
+            "1.num_batches_tracked": (),
+        },
+    ),
+}
+OUR_BACKBONES = {"resnet50": "resnet50", "resnet50_ibn_a": "resnet50_ibn_a", "hrnet32": "hrnet_w32"}
+
+
+def official_layout(state, official_backbone, dtype=None):
+    """Our state dict renamed to the official names, plus the official-only unused head."""
+    official = state_dict_to_official(state)
+    device = next(iter(state.values())).device
+    prefix, shapes = UNUSED_HEADS[official_backbone]
+    for name, shape in shapes.items():
+        official[prefix + name] = torch.zeros(shape, device=device, dtype=dtype)
+    return official
+
+
+@pytest.mark.parametrize("official_backbone", list(OFFICIAL_LAYOUTS))
+def test_official_layout_of_every_backbone_maps_onto_ours(official_backbone):
+    cfg = load_config(
+        None,
+        [
+            f"model.backbone={OUR_BACKBONES[official_backbone]}",
+            "model.bpbreid.masks.preprocess=five_v",
+            "model.bpbreid.masks.parts_num=5",
+            "model.bpbreid.head=1x1",
+        ],
+    )
+    with torch.device("meta"):  # names and shapes only
+        ours = build_model(cfg, num_classes=751).state_dict()
+    official = official_layout(ours, official_backbone)
+    total, facts = OFFICIAL_LAYOUTS[official_backbone]
+    assert len(official) == total
+    for key, shape in facts.items():
+        assert tuple(official[key].shape) == shape, key
+
+    mapped, report = map_official_state_dict(official, ours, official_backbone)
+    prefix, shapes = UNUSED_HEADS[official_backbone]
+    assert report.ok and set(mapped) == set(ours)
+    assert sorted(report.ignored) == sorted(prefix + name for name in shapes)
+    assert report.ignored_heads == {prefix: len(shapes)}
+    assert f"{prefix}* ({len(shapes)})" in report.summary()
+    # Ignored by name and by backbone: another backbone's unused head is not official.
+    other = "hrnet32" if official_backbone != "hrnet32" else "resnet50"
+    _, wrong = map_official_state_dict(official, ours, other)
+    assert not wrong.ok and sorted(wrong.unexpected) == sorted(report.ignored)
+
+
+@pytest.mark.parametrize("official_backbone", ["resnet50", "resnet50_ibn_a"])
+def test_official_resnet_checkpoint_loads_strictly(tmp_path, fake_yacs, official_backbone):
+    tree = official_config_tree(
+        backbone=official_backbone,
+        masks={"dir": "pifpaf_maskrcnn_filtering", "preprocess": "five_v", "parts_num": 5},
+    )
+    cfg = config_from_official(tree)
+    # The official IBN-a ResNet builds layer4 with stride 2 whatever last_stride says
+    # (resnet_ibn_a.py:140-165 takes no last_stride); the official ResNet-50 honours it.
+    assert cfg.model.bpbreid.last_stride == (2 if official_backbone == "resnet50_ibn_a" else 1)
+    torch.manual_seed(0)
+    original = build_model(cfg, NUM_CLASSES).eval()
+    state = official_layout(original.state_dict(), official_backbone)
+    state[f"{BACKBONE}classifier.weight"] = torch.randn(NUM_CLASSES, 2048)
+    state[f"{BACKBONE}classifier.bias"] = torch.randn(NUM_CLASSES)
+    path = tmp_path / f"official_{official_backbone}.pth.tar"
+    torch.save({"state_dict": state, "epoch": 120, "config": fake_yacs(tree)}, path)
+
+    model, _, report = load_official_checkpoint(path)  # strict by default
+    assert report.ok and report.ignored == [
+        f"{BACKBONE}classifier.weight",
+        f"{BACKBONE}classifier.bias",
+    ]
+    assert "classifier.* (2)" in report.summary()
+    images = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        a, b = original(images), model(images)
+    for name in ("bn_foreground", "parts", "global"):
+        torch.testing.assert_close(a.embeddings[name], b.embeddings[name])
+    torch.testing.assert_close(a.visibility, b.visibility)
+
+    # Any other key without a counterpart still stops a strict load, and says why.
+    state[f"{BACKBONE}fc.weight"] = torch.zeros(512, 2048)
+    torch.save({"state_dict": state, "config": fake_yacs(tree)}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_official_checkpoint(path)
+    message = str(info.value)
+    assert f"{BACKBONE}fc.weight" in message and "not a known unused official module" in message
+    _, _, loose = load_official_checkpoint(path, strict=False)
+    assert loose.unexpected == [f"{BACKBONE}fc.weight"] and len(loose.ignored) == 2
+
+
+def test_unused_heads_are_listed_by_name_with_their_backbones():
+    assert [(h.prefix, h.backbones) for h in UNUSED_OFFICIAL_HEADS] == [
+        (f"{BACKBONE}classifier.", ("resnet50", "resnet50_ibn_a")),
+        (f"{BACKBONE}cls_head.", ("hrnet32",)),
+    ]
+    assert unused_official_head(f"module.{BACKBONE}classifier.weight", "resnet50") is not None
+    assert unused_official_head(f"{BACKBONE}classifier.weight", "hrnet32") is None
+    assert unused_official_head(f"{BACKBONE}layer1.0.conv1.weight") is None
+    assert unused_official_head("classifier.weight") is None  # only under the backbone
 
 
 # --------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ optimizer and scheduler states and the test scores (NumPy scalars). One module p
   :class:`bpbreid.config.Config` by :func:`config_from_official`;
 * :mod:`~bpbreid.official.keys` - the official parameter names mapped onto
   :class:`bpbreid.model.BPBReID` by an explicit table (:data:`HEAD_KEY_PREFIXES`), reported
-  key by key (:class:`KeyMappingReport`);
+  key by key (:class:`KeyMappingReport`); the modules that the official backbones build but
+  BPBReID never calls (ResNet ``classifier``, HRNet ``cls_head``) are ignored by name
+  (:data:`UNUSED_OFFICIAL_HEADS`), any other unknown key fails a strict load;
 * :mod:`~bpbreid.official.load` - :func:`read_official_checkpoint` and
   :func:`load_official_checkpoint` (our model, our config and the report);
 * :mod:`~bpbreid.official.download` - the published checkpoints
@@ -58,17 +60,21 @@ from bpbreid.official.keys import (
     HEAD_KEY_PREFIXES,
     IGNORED_OFFICIAL_KEYS,
     OFFICIAL_BACKBONE_PREFIX,
+    UNUSED_OFFICIAL_HEADS,
     KeyMappingReport,
+    UnusedOfficialHead,
     backbone_prefix_of,
     map_official_state_dict,
     official_key_to_ours,
     our_key_to_official,
     state_dict_to_official,
+    unused_official_head,
 )
 from bpbreid.official.load import (
     OfficialCheckpoint,
     load_official_checkpoint,
     num_classes_of,
+    official_backbone_of,
     read_official_checkpoint,
 )
 from bpbreid.official.safe_load import (
@@ -90,11 +96,13 @@ __all__ = [
     "OFFICIAL_DATASETS",
     "OFFICIAL_MODELS_FOLDER_ID",
     "OFFICIAL_MODELS_URL",
+    "UNUSED_OFFICIAL_HEADS",
     "KeyMappingReport",
     "OfficialCheckpoint",
     "OfficialConfig",
     "RestrictedUnpickler",
     "UnsafeGlobalError",
+    "UnusedOfficialHead",
     "backbone_prefix_of",
     "config_from_official",
     "default_cache_dir",
@@ -102,10 +110,12 @@ __all__ = [
     "load_official_checkpoint",
     "map_official_state_dict",
     "num_classes_of",
+    "official_backbone_of",
     "official_key_to_ours",
     "our_key_to_official",
     "read_official_checkpoint",
     "restricted_pickle",
     "restricted_torch_load",
     "state_dict_to_official",
+    "unused_official_head",
 ]

@@ -20,7 +20,13 @@ from bpbreid.config import Config, config_from_dict, config_to_dict
 from bpbreid.errors import CheckpointError, ConfigError
 from bpbreid.parts import DEFAULT_MASKS_DIR, PART_GROUPINGS
 
-__all__ = ["OFFICIAL_BACKBONES", "OFFICIAL_DATASETS", "OfficialConfig", "config_from_official"]
+__all__ = [
+    "OFFICIAL_BACKBONES",
+    "OFFICIAL_DATASETS",
+    "OFFICIAL_FIXED_LAST_STRIDE",
+    "OfficialConfig",
+    "config_from_official",
+]
 
 
 class OfficialConfig(dict):
@@ -52,6 +58,11 @@ OFFICIAL_BACKBONES: dict[str, str] = {
     "resnet50": "resnet50",
     "resnet50_ibn_a": "resnet50_ibn_a",
 }
+# Official backbones that build their last stage with a fixed stride whatever
+# model.bpbreid.last_stride says: the IBN-a ResNet's constructor takes no last_stride (it
+# lands in **kwargs) and builds layer4 with stride 2 (torchreid/models/resnet_ibn_a.py:140-165
+# at c0db006). Its checkpoints therefore come from a stride-32 network.
+OFFICIAL_FIXED_LAST_STRIDE: dict[str, int] = {"resnet50_ibn_a": 2}
 # Official dataset names (data.sources) -> our registry names.
 OFFICIAL_DATASETS: dict[str, str] = {
     "market1501": "market1501",
@@ -88,8 +99,10 @@ def config_from_official(
     (backbone, ``masks.preprocess``, ``parts_num``, ``test_embeddings``,
     ``dim_reduce_output``, ``last_stride``, visibility and classifier options), the mask
     preprocessing, the image size and normalization, the test distance and the GiLt loss
-    weights. ``parts_num`` comes from the grouping, else from the part head's shape in
-    ``state_dict``.
+    weights. ``last_stride`` is the one the official network really had
+    (:data:`OFFICIAL_FIXED_LAST_STRIDE`: 2 for ``resnet50_ibn_a``, whose official
+    constructor ignores the setting). ``parts_num`` comes from the grouping, else from the
+    part head's shape in ``state_dict``.
 
     Raises:
         CheckpointError: a setting this package cannot reproduce (an unknown backbone,
@@ -132,7 +145,9 @@ def config_from_official(
         "bpbreid": {
             "part_mode": "attention" if learnable else "external",
             "head": "1x1",
-            "last_stride": int(_get(bp, "last_stride", 1)),
+            "last_stride": OFFICIAL_FIXED_LAST_STRIDE.get(
+                backbone, int(_get(bp, "last_stride", 1))
+            ),
             "dim_reduce_output": int(_get(bp, "dim_reduce_output", 512)),
             "test_embeddings": [str(n) for n in _get(bp, "test_embeddings", [])]
             or ["bn_foreground", "parts"],

@@ -10,7 +10,10 @@ Reference:
     ``backbone_appearance_feature_extractor``, ``{global,foreground,background,parts}_after_
     pooling_dim_reduce.layers.{0: Linear, 1: BatchNorm1d}``, ``pixel_classifier.{bn,
     classifier}``, ``*_identity_classifier.{bn,classifier}``; ``torchreid/models/hrnet.py``:
-    HRNet-W32 module names, which timm's ``hrnet_w32`` keeps).
+    HRNet-W32 module names, which timm's ``hrnet_w32`` keeps; ``torchreid/models/resnet.py``
+    and ``torchreid/models/resnet_ibn_a.py``: torchvision ResNet-50 names, which ours keep).
+    The official backbones also carry modules that BPBReID never calls; they are listed by
+    name in :data:`UNUSED_OFFICIAL_HEADS` and reported as ignored, never loaded.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ __all__ = [
     "HEAD_KEY_PREFIXES",
     "IGNORED_OFFICIAL_KEYS",
     "OFFICIAL_BACKBONE_PREFIX",
+    "UNUSED_OFFICIAL_HEADS",
     "KeyMappingReport",
+    "UnusedOfficialHead",
     "backbone_prefix_of",
     "map_official_state_dict",
     "official_key_to_ours",
     "our_key_to_official",
     "state_dict_to_official",
+    "unused_official_head",
 ]
 
 OFFICIAL_BACKBONE_PREFIX = "backbone_appearance_feature_extractor."
@@ -55,13 +61,75 @@ HEAD_KEY_PREFIXES: tuple[tuple[str, str], ...] = tuple(
     ("concat_parts_identity_classifier.", "concat_parts_classifier."),
 )
 
-# Official keys that the official model itself never uses at inference: HRNet's 1x1
-# 'cls_head' (a dimension reduction that is off with dim_reduce='after_pooling', the
-# setting of every official config).
-IGNORED_OFFICIAL_KEYS = re.compile(rf"^{re.escape(OFFICIAL_BACKBONE_PREFIX)}cls_head\.")
+
+@dataclass(frozen=True)
+class UnusedOfficialHead:
+    """A module that an official backbone builds (so its tensors are in every checkpoint)
+    but that the official BPBReID model never calls, in training or at test time.
+
+    Attributes:
+        prefix: the official state-dict prefix of its tensors (ends with ``.``).
+        backbones: the official backbone names (``model.bpbreid.backbone``) that carry it.
+        description: what it is and why it is unused, with the official source lines.
+    """
+
+    prefix: str
+    backbones: tuple[str, ...]
+    description: str
+
+
+# Every official tensor that may be dropped, by name: any other official key without a
+# counterpart in our model is an error in a strict load. Sources: bpbreid c0db006.
+UNUSED_OFFICIAL_HEADS: tuple[UnusedOfficialHead, ...] = (
+    UnusedOfficialHead(
+        # weight [num_classes, 2048], bias [num_classes]
+        prefix=f"{OFFICIAL_BACKBONE_PREFIX}classifier.",
+        backbones=("resnet50", "resnet50_ibn_a"),
+        description=(
+            "ResNet identity classifier Linear(2048, num_classes) "
+            "(torchreid/models/resnet.py:243, resnet_ibn_a.py:170); BPBReID uses the "
+            "feature map before it (resnet.py:357-358) and its own identity classifiers"
+        ),
+    ),
+    UnusedOfficialHead(
+        # 0: Conv2d(1920, dim_reduce_output, 1) weight + bias, 1: BatchNorm2d (5 tensors)
+        prefix=f"{OFFICIAL_BACKBONE_PREFIX}cls_head.",
+        backbones=("hrnet32",),
+        description=(
+            "HRNet 1x1 channel reduction (torchreid/models/hrnet.py:362-371), applied only "
+            "with dim_reduce='before_pooling' (hrnet.py:574-575, bpbreid.py:44); every "
+            "official config uses 'after_pooling'"
+        ),
+    ),
+)
+
+# The same prefixes as one pattern (kept for callers that only need a yes/no on a key).
+IGNORED_OFFICIAL_KEYS = re.compile(
+    "^(?:" + "|".join(re.escape(head.prefix) for head in UNUSED_OFFICIAL_HEADS) + ")"
+)
 
 _PARTS_CLASSIFIER = re.compile(r"^parts_identity_classifier\.(?:(\d+)\.)?(.*)$")
 _OUR_PARTS_CLASSIFIER = re.compile(r"^parts_classifiers\.(\d+)\.(.*)$")
+
+
+def unused_official_head(
+    key: str, official_backbone: str | None = None
+) -> UnusedOfficialHead | None:
+    """The entry of :data:`UNUSED_OFFICIAL_HEADS` that ``key`` belongs to, or None.
+
+    Args:
+        key: an official parameter name (``module.`` allowed).
+        official_backbone: the checkpoint's official backbone (``resnet50``,
+            ``resnet50_ibn_a``, ``hrnet32``); when given, only the heads that this backbone
+            carries count (an HRNet checkpoint with a ResNet classifier is not official).
+    """
+    key = key.removeprefix("module.")
+    for head in UNUSED_OFFICIAL_HEADS:
+        if key.startswith(head.prefix) and (
+            official_backbone is None or official_backbone in head.backbones
+        ):
+            return head
+    return None
 
 
 def backbone_prefix_of(our_keys: Any) -> str:
@@ -77,7 +145,7 @@ def official_key_to_ours(key: str, backbone_prefix: str = "backbone.body.") -> s
     ``module.`` (DataParallel) is stripped first.
     """
     key = key.removeprefix("module.")
-    if IGNORED_OFFICIAL_KEYS.match(key):
+    if unused_official_head(key) is not None:
         return None
     if key.startswith(OFFICIAL_BACKBONE_PREFIX):
         return backbone_prefix + key[len(OFFICIAL_BACKBONE_PREFIX) :]
@@ -131,8 +199,10 @@ class KeyMappingReport:
     Attributes:
         loaded: our keys that received a tensor.
         missing: our keys with no official tensor (they keep their initial values).
-        unexpected: official keys with no counterpart in the model.
-        ignored: official keys that the official model does not use either (HRNet cls_head).
+        unexpected: official keys with no counterpart in the model and not in
+            :data:`UNUSED_OFFICIAL_HEADS`.
+        ignored: official keys of a module that the official model never calls either
+            (:data:`UNUSED_OFFICIAL_HEADS`: ResNet ``classifier``, HRNet ``cls_head``).
         mismatched: ``"key official_shape vs model_shape"`` for same-name, different-shape keys.
     """
 
@@ -147,15 +217,31 @@ class KeyMappingReport:
         """Every model tensor was loaded and every official tensor was used (or ignorable)."""
         return not (self.missing or self.unexpected or self.mismatched)
 
+    @property
+    def ignored_heads(self) -> dict[str, int]:
+        """``{prefix: number of tensors}`` of the unused official modules that were dropped."""
+        counts: dict[str, int] = {}
+        for key in self.ignored:
+            head = unused_official_head(key)
+            prefix = head.prefix if head is not None else key
+            counts[prefix] = counts.get(prefix, 0) + 1
+        return counts
+
     def summary(self, limit: int = 5) -> str:
         """One line per category, with the first ``limit`` keys of each problem."""
+        heads = ", ".join(f"{p}* ({n})" for p, n in self.ignored_heads.items()) or "none"
         lines = [
-            f"loaded {len(self.loaded)} tensors; ignored {len(self.ignored)} unused official "
-            f"tensors (HRNet cls_head)"
+            f"loaded {len(self.loaded)} tensors; ignored {len(self.ignored)} tensors of official "
+            f"modules that BPBReID never uses: {heads}"
         ]
+        known = ", ".join(f"{h.prefix}* ({'/'.join(h.backbones)})" for h in UNUSED_OFFICIAL_HEADS)
         for title, items in (
             ("missing in the checkpoint", self.missing),
-            ("unexpected (no counterpart in the model)", self.unexpected),
+            (
+                "unexpected (no counterpart in the model, and not a known unused official "
+                f"module: {known})",
+                self.unexpected,
+            ),
             ("wrong shape", self.mismatched),
         ):
             if items:
@@ -165,13 +251,17 @@ class KeyMappingReport:
 
 
 def map_official_state_dict(
-    official: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]
+    official: Mapping[str, torch.Tensor],
+    model_state: Mapping[str, torch.Tensor],
+    official_backbone: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], KeyMappingReport]:
     """Rename an official state dict to our model's names and check every shape.
 
     Args:
         official: the checkpoint's ``state_dict`` (official names, ``module.`` allowed).
         model_state: our model's ``state_dict()`` (names and shapes to match).
+        official_backbone: the checkpoint's ``model.bpbreid.backbone`` when known: only the
+            unused modules of that backbone are ignored (None: those of every backbone).
 
     Returns:
         ``(mapped, report)``: the tensors to load (only keys of the model with the right
@@ -183,13 +273,14 @@ def map_official_state_dict(
     for key, value in official.items():
         if not isinstance(value, torch.Tensor):
             continue
+        if unused_official_head(key) is not None:
+            # Known by name: dropped when this backbone carries it, an error otherwise.
+            known = unused_official_head(key, official_backbone) is not None
+            (report.ignored if known else report.unexpected).append(key)
+            continue
         ours = official_key_to_ours(key, prefix)
         if ours is None:
-            (
-                report.ignored
-                if IGNORED_OFFICIAL_KEYS.match(key.removeprefix("module."))
-                else report.unexpected
-            ).append(key)
+            report.unexpected.append(key)
             continue
         if ours not in model_state:
             report.unexpected.append(key)

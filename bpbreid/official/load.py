@@ -7,6 +7,7 @@ translated config, maps the official names onto it and reports key by key.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +17,17 @@ import torch
 
 from bpbreid.config import Config, apply_overrides
 from bpbreid.errors import CheckpointError
-from bpbreid.official.config import OfficialConfig, config_from_official
+from bpbreid.official.config import OFFICIAL_BACKBONES, OfficialConfig, config_from_official
 from bpbreid.official.keys import KeyMappingReport, map_official_state_dict
 from bpbreid.official.safe_load import restricted_torch_load
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "OfficialCheckpoint",
     "load_official_checkpoint",
     "num_classes_of",
+    "official_backbone_of",
     "read_official_checkpoint",
 ]
 
@@ -98,6 +102,25 @@ def num_classes_of(state_dict: Mapping[str, torch.Tensor]) -> int:
     )
 
 
+def official_backbone_of(checkpoint: OfficialCheckpoint, cfg: Config | None = None) -> str | None:
+    """The official backbone name (``resnet50``, ``resnet50_ibn_a``, ``hrnet32``) of a checkpoint.
+
+    Read from its config (``model.bpbreid.backbone``), else from ``cfg``'s backbone mapped back
+    to the official name; None when neither says (e.g. a bare state dict and no ``cfg``).
+    """
+    if checkpoint.config is not None:
+        model = checkpoint.config.get("model")
+        bpbreid = model.get("bpbreid") if isinstance(model, Mapping) else None
+        name = bpbreid.get("backbone") if isinstance(bpbreid, Mapping) else None
+        if isinstance(name, str):
+            return name
+    if cfg is not None:
+        for official, ours in OFFICIAL_BACKBONES.items():
+            if ours == cfg.model.backbone:
+                return official
+    return None
+
+
 def load_official_checkpoint(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -117,7 +140,8 @@ def load_official_checkpoint(
             before the model is built (ignored when ``cfg`` is given).
 
     Returns:
-        ``(model, cfg, report)``: the model in eval mode, the configuration, the key report.
+        ``(model, cfg, report)``: the model in eval mode, the configuration, the key report
+        (also logged: tensors loaded, and the unused official modules that were ignored).
 
     Raises:
         CheckpointError: unreadable or unsafe file, unsupported settings, or (strict) keys
@@ -137,7 +161,10 @@ def load_official_checkpoint(
         if overrides:
             cfg = apply_overrides(cfg, list(overrides))
     model = build_model(cfg, num_classes=num_classes_of(state))
-    mapped, report = map_official_state_dict(state, model.state_dict())
+    mapped, report = map_official_state_dict(
+        state, model.state_dict(), official_backbone_of(checkpoint, cfg)
+    )
+    log.info("Official checkpoint '%s': %s", path, report.summary())
     if strict and not report.ok:
         raise CheckpointError(
             f"Checkpoint '{path}' does not match the model built from its config:\n"
