@@ -334,3 +334,110 @@ def test_cli_dataset_choices_match_the_registry():
 
     assert cli.DATASET_NAMES == tuple(DATASETS)
     assert set(cli.LABELLED_DATASETS) == set(DATASETS) - {"synthetic"}
+
+
+# --------------------------------------------------------------------------------------
+# Recognising datasets by their contents; the same root for every command
+# --------------------------------------------------------------------------------------
+
+
+def test_check_recognises_renamed_folders_by_their_file_names(tmp_path: Path, capsys):
+    market = make_dataset(tmp_path / "my_market_copy", SPLITS)
+    make_dataset(tmp_path / "reid_b", DUKE_SPLITS, suffix=".jpg.confidence_fields.npy")
+    # The data root: Market-1501 is recognised; the Duke-style copy of unknown sizes is not.
+    assert main(["data", "check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "market1501: OK" in out and "reid_b" in out and "cannot tell" in out
+    assert "--dataset occluded_duke" in out
+    # The dataset folder itself, under its other name.
+    assert main(["data", "check", str(market)]) == 0
+    assert "market1501: OK" in capsys.readouterr().out
+    # Undecidable alone: an error that says what to pass, no traceback.
+    assert main(["data", "check", str(tmp_path / "reid_b")]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot tell which dataset" in err and "--dataset dukemtmc" in err
+    assert "Traceback" not in err
+    args = ["data", "check", str(tmp_path / "reid_b"), "--dataset", "occluded_duke"]
+    assert main(args) == 0
+
+
+def test_duke_and_occluded_duke_told_apart_by_split_sizes_or_name(
+    tmp_path: Path, monkeypatch, capsys
+):
+    from bpbreid.data import datasets
+
+    # The real sizes (16,522 / 2,228 / 17,661 ...) scaled down to this tree's.
+    monkeypatch.setitem(datasets.DUKE_FAMILY_SIZES, "occluded_duke", (2, 1, 1))
+    monkeypatch.setitem(datasets.DUKE_FAMILY_SIZES, "dukemtmc", (3, 1, 1))
+    make_dataset(tmp_path / "copy_1", DUKE_SPLITS, suffix=".jpg.confidence_fields.npy")
+    assert datasets.detect_datasets(tmp_path) == [("occluded_duke", tmp_path / "copy_1")]
+    splits = {k: list(v) for k, v in DUKE_SPLITS.items()}
+    splits["bounding_box_train"].append("0007_c3_f0000001.jpg")
+    make_dataset(tmp_path / "copy_2", splits)
+    named = make_dataset(
+        tmp_path / "my_occluded_set", DUKE_SPLITS, suffix=".jpg.confidence_fields.npy"
+    )
+    named_train = named / "bounding_box_train" / DUKE_SPLITS["bounding_box_train"][0]
+    named_train.unlink()  # sizes match neither: the name decides
+    found = dict((path.name, name) for name, path in datasets.detect_datasets(tmp_path))
+    assert found == {
+        "copy_1": "occluded_duke",
+        "copy_2": "dukemtmc",
+        "my_occluded_set": "occluded_duke",
+    }
+    # An explicit name under the data root finds the renamed copy by its contents.
+    assert datasets.find_dataset_dir("dukemtmc", tmp_path) == tmp_path / "copy_2"
+    assert main(["data", "check", str(tmp_path), "--dataset", "dukemtmc"]) == 0
+    assert "copy_2" in capsys.readouterr().out
+
+
+def test_a_dataset_folder_given_as_another_dataset_is_refused(tmp_path: Path, capsys):
+    duke = make_dataset(tmp_path / "DukeMTMC-reID", DUKE_SPLITS)
+    assert main(["data", "check", str(duke), "--dataset", "occluded_duke"]) == 1
+    out = capsys.readouterr().out
+    assert "holds DukeMTMC-reID" in out and "data prepare occluded_duke" in out
+    market = make_dataset(tmp_path / "elsewhere", SPLITS)
+    assert main(["data", "check", str(market), "--dataset", "dukemtmc"]) == 1
+    assert "holds Market-1501" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("given", ["root", "dataset"])
+def test_every_command_takes_the_data_root_or_the_dataset_folder(
+    tmp_path: Path, given: str, capsys
+):
+    from bpbreid.config import Config
+    from bpbreid.data.datasets import build_dataset_from_config
+    from bpbreid.labels.keypoints import write_keypoints_json
+
+    dataset = make_dataset(tmp_path / "Occluded_Duke", DUKE_SPLITS, labels=False)
+    root = tmp_path if given == "root" else dataset
+    # data check
+    assert main(["data", "check", str(root), "--no-labels"]) == 0
+    assert "occluded_duke: OK" in capsys.readouterr().out
+    # train reads data.root the same way
+    cfg = Config()
+    cfg.data.name, cfg.data.root = "occluded_duke", str(root)
+    assert build_dataset_from_config(cfg, require_masks=False).dataset_dir == dataset
+    # labels: recognised as Occluded-Duke, so the labels get its official paths and suffix
+    keypoints = np.zeros((17, 3), np.float32)
+    keypoints[:, 0], keypoints[:, 1], keypoints[:, 2] = 2, np.linspace(0, 7, 17), 1
+    for split, names in DUKE_SPLITS.items():
+        for name in names:
+            write_keypoints_json((dataset / split / name).with_suffix(".json"), keypoints, (8, 4))
+    for extra in ([], ["--dataset", "occluded_duke"]):
+        argv = ["labels", str(root), "--estimator", "json", "--no-progress", *extra]
+        assert main(argv) == 0
+        assert "no person found in 0 of" in capsys.readouterr().out
+    label = dataset / "masks" / MASKS / "query" / "0012_c1_f0057703.jpg.confidence_fields.npy"
+    assert label.is_file()
+    assert main(["data", "check", str(root)]) == 0
+
+
+def test_labels_on_a_root_with_several_datasets_asks_which(tmp_path: Path, capsys):
+    make_dataset(tmp_path / "Market-1501-v15.09.15", SPLITS, labels=False)
+    make_dataset(tmp_path / "Occluded_Duke", DUKE_SPLITS, labels=False)
+    assert main(["labels", str(tmp_path), "--estimator", "json"]) == 2
+    err = capsys.readouterr().err
+    assert "several datasets" in err and "Market-1501-v15.09.15" in err and "Traceback" not in err
+    assert main(["labels", str(tmp_path), "--dataset", "p_dukemtmc", "--estimator", "json"]) == 2
+    assert "P-DukeMTMC-reID not found" in capsys.readouterr().err

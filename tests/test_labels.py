@@ -401,3 +401,78 @@ def test_example_crops_come_with_keypoints_the_json_adapter_reads(tmp_path):
     before = gallery[0].stat().st_mtime_ns
     write_example_crops(tmp_path / "crops", identities=[3, 4], distractors=[9], height=32, width=16)
     assert gallery[0].stat().st_mtime_ns == before  # kept, not redrawn
+
+
+class _RecordingEstimator:
+    """Records the size of every image it is given; answers a skeleton in those pixels."""
+
+    name = "recording"
+
+    def __init__(self, person: np.ndarray | None):
+        self.person = person  # keypoints in the pixels of the ORIGINAL crop
+        self.seen: list[tuple[int, int]] = []
+
+    def __call__(self, image: np.ndarray, image_path: Path | None = None) -> np.ndarray | None:
+        self.seen.append(image.shape[:2])
+        if self.person is None:
+            return None
+        enlarged = self.person.copy()  # where the person is in the enlarged image
+        enlarged[:, 0] = (self.person[:, 0] + 0.5) * image.shape[1] / W - 0.5
+        enlarged[:, 1] = (self.person[:, 1] + 0.5) * image.shape[0] / H - 0.5
+        return enlarged
+
+
+def test_small_crops_are_upscaled_for_the_estimator_and_keypoints_mapped_back(tmp_path):
+    crops = tmp_path / "crops"
+    _write_image(crops / "small.jpg")  # 64x32
+    _write_image(crops / "tall.jpg", height=300, width=100)
+    jobs = plan_labels(crops)
+    person = _standing_person()
+    estimator = _RecordingEstimator(person)
+    report = generate_labels(jobs, estimator, progress=False)
+    assert sorted(estimator.seen) == [(256, 128), (300, 100)]  # only the small one enlarged
+    small = next(j.label for j in jobs if j.image.name == "small.jpg")
+    fields = load_parsing_label(small)
+    assert fields.shape == (NUM_FIELDS, *label_size(H, W))  # the label keeps the crop's size
+    np.testing.assert_allclose(fields, keypoints_to_label(person, H, W), atol=1e-4)
+    assert len(report.written) == 2
+
+    estimator = _RecordingEstimator(person)
+    assert jobs[0].image.name == "small.jpg"
+    generate_labels(jobs[:1], estimator, overwrite=True, min_height=0, progress=False)
+    assert estimator.seen == [(H, W)]  # 0: never enlarged
+
+    class StoredKeypoints(_RecordingEstimator):
+        upscale = False  # keypoints read from files are in the original pixels
+
+    stored = StoredKeypoints(person)
+    generate_labels(jobs, stored, overwrite=True, progress=False)
+    assert sorted(stored.seen) == [(H, W), (300, 100)]
+    assert JsonKeypoints.upscale is False
+
+
+def test_labels_reports_the_share_of_images_without_a_person(tmp_path, capsys):
+    crops = tmp_path / "mine" / "crops"
+    for i in range(4):
+        _write_image(crops / f"000{i}_c1s1_000001_00.jpg")
+        if i != 3:
+            path = crops / f"000{i}_c1s1_000001_00.json"
+            write_keypoints_json(path, _standing_person(), image_size=(H, W))
+    assert main(["labels", str(crops), "--estimator", "json", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "no person found in 1 of 4 images (25.0%)"
+    assert main(["labels", str(crops), "--estimator", "json", "--no-progress"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "no person found in 1 of 1 images (100.0%)"  # only the one without a label
+
+
+def test_labels_on_one_split_of_a_recognised_dataset_uses_its_suffix(tmp_path):
+    from bpbreid.labels.generate import resolve_label_input
+
+    dataset = tmp_path / "Occluded_Duke"
+    _write_image(dataset / "query" / "0005_c2_f0046985.jpg")
+    target = resolve_label_input(dataset / "query")
+    assert target.folder == dataset / "query" and target.dataset is None
+    assert target.suffix == ".jpg.confidence_fields.npy"
+    assert resolve_label_input(tmp_path).dataset == "occluded_duke"  # the data root
+    assert resolve_label_input(dataset).folder == dataset

@@ -4,13 +4,17 @@ Examples::
 
     # a folder of person crops: labels in my_crops/../masks/pifpaf_maskrcnn_filtering/my_crops/
     python -m bpbreid labels data/mine/my_crops
-    # a Market-1501-style dataset folder (every split), with Keypoint R-CNN on the GPU
+    # a dataset folder (every split), with Keypoint R-CNN on the GPU; the data root holding
+    # it works too, as for data check and train
     python -m bpbreid labels data/mine --estimator keypointrcnn --download-weights
+    python -m bpbreid labels data --dataset occluded_duke
     # keypoints you already have, one JSON per image
     python -m bpbreid labels data/mine/query --estimator json --keypoints data/mine/keypoints/query
 
 Labels that exist are skipped, so the command can be run again after an interruption.
-Exit code 0 unless no image got a label from a detected person.
+Crops shorter than 256 rows are enlarged before pose estimation (``--min-height``). The last
+line gives the share of images where no person was found. Exit code 0 unless no image got a
+label from a detected person.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ import argparse
 from bpbreid.cli import common
 from bpbreid.parts import DEFAULT_MASKS_DIR
 
+UPSCALE_HEIGHT = 256  # bpbreid.labels.generate.UPSCALE_HEIGHT (not imported: --help stays instant)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "images", help="a folder of person crops, or a dataset folder holding split folders"
+        "images",
+        help="a folder of person crops, a dataset folder holding split folders, or the data "
+        "root holding the dataset folder (as data check and train take it)",
     )
     parser.add_argument(
         "--estimator",
@@ -33,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "torchvision, weights on request; json: one keypoint file per image)",
     )
     parser.add_argument(
-        "--dataset", default=None, help="registered dataset name: use its split folders and suffix"
+        "--dataset",
+        default=None,
+        help="registered dataset name: use its split folders and suffix (default: recognised "
+        "from the folder's name or contents)",
     )
     common.add_out(
         parser, help="write labels here instead of <dataset>/masks/<masks dir>/ (mirrors the input)"
@@ -51,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="image-to-label downscale (default clamp(height // 32, 1, 8))",
+    )
+    parser.add_argument(
+        "--min-height",
+        type=int,
+        default=UPSCALE_HEIGHT,
+        metavar="PX",
+        help=f"enlarge shorter crops to this height before pose estimation, keypoints mapped "
+        f"back (default: {UPSCALE_HEIGHT}; 0: never)",
     )
     parser.add_argument("--keypoints", default=None, help="json: folder of <stem>.json files")
     parser.add_argument("--weights", default=None, help="keypointrcnn: local COCO weights file")
@@ -76,19 +95,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from bpbreid.labels.estimators import build_estimator
-    from bpbreid.labels.generate import generate_labels, plan_labels
+    from bpbreid.labels.generate import generate_labels, plan_labels, resolve_label_input
 
+    # The same root as data check and train: a data root, a dataset folder, or images.
+    target = resolve_label_input(args.images, args.dataset, args.masks_dir)
     jobs = plan_labels(
-        args.images,
+        target.folder,
         out=args.out,
         masks_dir=args.masks_dir,
-        suffix=args.suffix,
-        dataset=args.dataset,
+        suffix=args.suffix or target.suffix,
+        dataset=target.dataset,
     )
-    image_root = Path(args.images).expanduser()
+    image_root = target.folder
     estimator = build_estimator(
         args.estimator,
         keypoints_dir=args.keypoints,
@@ -111,9 +131,11 @@ def run(args: argparse.Namespace) -> int:
         zeros_for_missing=args.zeros_for_missing,
         stride=args.label_stride,
         progress=common.progress_from_args(args),
+        min_height=args.min_height,
     )
     close = getattr(estimator, "close", None)
     if close is not None:
         close()
     print(report.summary())
+    print(report.no_person_line())
     return 1 if report.everything_failed else 0

@@ -14,7 +14,9 @@ an optional dependency imported only when used:
   synthetic set, or the output of any other tool).
 
 Each is a callable ``(image uint8 [H, W, 3], image_path) -> keypoints [17, 3] | None``
-(None: no person found).
+(None: no person found). :func:`~bpbreid.labels.generate.generate_labels` enlarges small
+crops before calling it (and maps the keypoints back) unless its ``upscale`` attribute is
+False (:class:`JsonKeypoints`: the stored keypoints are in the pixels of the original image).
 
 Reference:
     He et al., "Mask R-CNN", ICCV 2017 (Keypoint R-CNN; torchvision
@@ -45,6 +47,9 @@ class PoseEstimator(Protocol):
     """``(image uint8 [H, W, 3], image_path) -> keypoints float32 [17, 3] | None``."""
 
     name: str
+    # Optional (True when absent): whether small crops are enlarged before this estimator
+    # sees them. False for keypoints read from files, given in the original image's pixels.
+    # upscale: bool
 
     def __call__(self, image: np.ndarray, image_path: Path | None = None) -> np.ndarray | None:
         """Keypoints ``(x, y, confidence)`` of the crop's person in image pixels, or None."""
@@ -280,6 +285,7 @@ class JsonKeypoints:
     """
 
     name = "json"
+    upscale = False  # stored keypoints are in the pixels of the original image
 
     def __init__(
         self, keypoints_dir: str | Path | None = None, image_root: str | Path | None = None

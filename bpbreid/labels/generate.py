@@ -36,6 +36,10 @@ from bpbreid.data.parsing import NUM_FIELDS, render_fields
 from bpbreid.errors import DatasetError, LabelError
 from bpbreid.parts import DEFAULT_MASKS_DIR
 
+# Crops shorter than this are enlarged before pose estimation (the size MediaPipe's letterbox
+# already used; Market-1501 and DukeMTMC crops are 128 and ~250 rows).
+UPSCALE_HEIGHT = 256
+
 
 def label_stride(height: int) -> int:
     """Image-to-label downscale factor: ``clamp(height // 32, 1, 8)`` (the synthetic set's rule)."""
@@ -105,6 +109,74 @@ def _split_jobs(
             target = label_dir / image.relative_to(split_root).parent / f"{stem}{suffix}"
         jobs.append(LabelJob(image, target))
     return jobs
+
+
+@dataclass(frozen=True)
+class LabelInput:
+    """What ``labels`` was pointed at, resolved.
+
+    Attributes:
+        folder: the folder to label (a dataset folder, or a folder of images).
+        dataset: the dataset's registry name (its split folders and label suffix are
+            used), or None for a folder of images.
+        suffix: label suffix; set for one split folder of a recognised dataset.
+    """
+
+    folder: Path
+    dataset: str | None = None
+    suffix: str | None = None
+
+
+def resolve_label_input(
+    path: str | Path, dataset: str | None = None, masks_dir: str = DEFAULT_MASKS_DIR
+) -> LabelInput:
+    """The folder ``labels`` works on, by the rule ``data check`` and ``train`` follow.
+
+    ``path`` may be the data root holding one dataset folder, a dataset folder (recognised
+    by its name or its contents, see :func:`bpbreid.data.datasets.survey_datasets`), one
+    split folder of a dataset, or any folder of images. With ``dataset`` the dataset
+    folder is looked for in ``path`` or is ``path`` itself
+    (:func:`bpbreid.data.datasets.find_dataset_dir`). A recognised dataset gets the label
+    paths and suffix its loader reads.
+
+    Raises:
+        DatasetError: missing folder; a data root with several datasets; a dataset that
+            cannot be told apart (says which ``--dataset`` to pass).
+    """
+    from bpbreid.data.datasets import (
+        find_dataset_dir,
+        get_spec,
+        identify_dataset_dir,
+        survey_datasets,
+    )
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(
+            f"Image folder {root} does not exist. Pass a folder of person crops, a dataset "
+            "folder, or the data root holding it."
+        )
+    if dataset is not None:
+        spec = get_spec(dataset)
+        return LabelInput(find_dataset_dir(spec.name, root), spec.name)
+    survey = survey_datasets(root)
+    if len(survey) == 1:
+        ident = survey[0]
+        if ident.name is None:
+            raise DatasetError(f"Cannot tell which dataset {ident.path} is: {ident.reason}.")
+        return LabelInput(ident.path, ident.name)
+    if len(survey) > 1:
+        found = ", ".join(f"{i.path.name} ({i.name or 'undecided'})" for i in survey)
+        raise DatasetError(
+            f"{root} holds several datasets: {found}. Pass the folder of the one to label "
+            "(or --dataset NAME)."
+        )
+    parent = identify_dataset_dir(root.parent)
+    if parent is not None and parent.name is not None:
+        spec = get_spec(parent.name)
+        if root.name in spec.split_folders():  # one split of a dataset: its label suffix
+            return LabelInput(root, None, spec.mask_suffix(masks_dir))
+    return LabelInput(root)
 
 
 def plan_labels(
@@ -219,6 +291,18 @@ class LabelReport:
         return len(self.written) - self.zeros_written + len(self.no_person) + len(self.failed)
 
     @property
+    def examined(self) -> int:
+        """Images the estimator looked at this run (neither already done nor unreadable)."""
+        return len(self.written) - self.zeros_written + len(self.no_person)
+
+    def no_person_line(self) -> str:
+        """``no person found in N of M images (x%)``: the estimator's miss rate this run."""
+        if not self.examined:
+            return "no person found in 0 of 0 images (no image needed a label this run)"
+        share = 100.0 * len(self.no_person) / self.examined
+        return f"no person found in {len(self.no_person)} of {self.examined} images ({share:.1f}%)"
+
+    @property
     def everything_failed(self) -> bool:
         """No image has a label from a person: none existed and none was found this run."""
         return self.attempted > 0 and self.skipped == 0 and len(self.written) == self.zeros_written
@@ -260,8 +344,14 @@ def generate_labels(
     zeros_for_missing: bool = False,
     stride: int | None = None,
     progress: bool = True,
+    min_height: int = UPSCALE_HEIGHT,
 ) -> LabelReport:
     """Estimate keypoints and write one label per job.
+
+    A crop shorter than ``min_height`` rows is enlarged before the estimator sees it
+    (:func:`~bpbreid.labels.keypoints.upscale`; pose models miss many people in 128x64
+    crops) and the keypoints are mapped back to its pixels; the label keeps the size of
+    the original image. Estimators whose ``upscale`` attribute is False get the image as is.
 
     Args:
         jobs: from :func:`plan_labels`.
@@ -271,6 +361,7 @@ def generate_labels(
         zeros_for_missing: give no-person images an all-background label (default: none).
         stride: label stride (default :func:`label_stride` of each image).
         progress: show a tqdm bar.
+        min_height: enlarge crops to at least this many rows for the estimator (0: never).
 
     Returns:
         The :class:`LabelReport`.
@@ -278,7 +369,10 @@ def generate_labels(
     from tqdm.auto import tqdm
 
     from bpbreid.data.datasets import read_image
+    from bpbreid.labels.keypoints import downscale_keypoints, upscale
 
+    if not getattr(estimator, "upscale", True):
+        min_height = 0
     report = LabelReport()
     todo = []
     for job in jobs:
@@ -294,7 +388,10 @@ def generate_labels(
             continue
         height, width = image.shape[:2]
         size = label_size(height, width, stride)
-        keypoints = estimator(image, job.image)  # type: ignore[operator]
+        seen, scale_x, scale_y = upscale(image, min_height)
+        keypoints = estimator(seen, job.image)  # type: ignore[operator]
+        if keypoints is not None and seen is not image:
+            keypoints = downscale_keypoints(keypoints, scale_x, scale_y)
         if keypoints is None or not (np.asarray(keypoints)[:, 2] > 0).any():
             report.no_person.append(job.image)
             if not zeros_for_missing:

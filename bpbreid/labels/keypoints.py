@@ -8,6 +8,8 @@ means "not found". This module holds what the adapters share:
 * :data:`MEDIAPIPE_TO_COCO` / :func:`coco_from_mediapipe`: MediaPipe's 33 landmarks -> COCO-17;
 * :func:`letterbox` / :class:`Letterbox`: upscale a small re-id crop and pad it to a square
   (single-person pose models expect a person with some context), and map points back;
+* :func:`upscale` / :func:`downscale_keypoints`: enlarge a small crop before any estimator
+  sees it (``labels`` does it for every estimator), and map the keypoints back;
 * :func:`select_person`: the person a re-id crop is about (the largest, most central one);
 * :func:`read_keypoints_json` / :func:`write_keypoints_json`: keypoints stored per image.
 
@@ -184,6 +186,35 @@ def letterbox(
     # The effective scale per axis may differ by rounding; use the vertical one (the
     # larger dimension of a person crop, so the smaller relative rounding error).
     return canvas, Letterbox(new_h / h, ox, oy, side, side)
+
+
+def upscale(image: np.ndarray, min_height: int) -> tuple[np.ndarray, float, float]:
+    """Enlarge ``image`` (never shrink it) to at least ``min_height`` rows, aspect kept.
+
+    Pose estimators are trained on people hundreds of pixels tall and miss many in a
+    128x64 re-id crop; enlarging the crop first finds more of them.
+
+    Returns:
+        ``(image, scale_x, scale_y)``: the (possibly same) image and the factors that map
+        its pixels back (:func:`downscale_keypoints`); ``(image, 1, 1)`` when tall enough.
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if min_height <= 0 or h >= min_height:
+        return image, 1.0, 1.0
+    new_h, new_w = min_height, max(1, round(w * min_height / max(h, 1)))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    return resized, new_w / w, new_h / h
+
+
+def downscale_keypoints(keypoints: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
+    """Keypoints ``[17, 3]`` found on an image enlarged by :func:`upscale` -> original pixels."""
+    out = np.asarray(keypoints, dtype=np.float32).copy()
+    # Pixel centres: enlarged x_e + 0.5 = (x + 0.5) * scale.
+    out[:, 0] = (out[:, 0] + 0.5) / scale_x - 0.5
+    out[:, 1] = (out[:, 1] + 0.5) / scale_y - 0.5
+    return out
 
 
 # --------------------------------------------------------------------------------------
