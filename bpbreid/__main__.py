@@ -94,7 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # The command is the first argument (the top-level parser has only --help and --version).
     parser = build_parser(argv[:1])
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Overrides written after a flag (`train --config c --out o key=value`): argparse stops
+        # a positional list at the first flag, so the later ones arrive here.
+        stray = [t for t in extra if t.startswith("-") or "=" not in t]
+        if stray or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.overrides = [*(args.overrides or []), *extra]
     if not getattr(args, "command", None):
         parser.print_help()
         return 0

@@ -39,6 +39,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from bpbreid.errors import ConfigError  # re-exported: bpbreid.config.ConfigError
 from bpbreid.parts import (  # noqa: F401  (re-exported: the names lived here first)
     DEFAULT_MASKS_DIR,
+    DEFAULT_PNG_FOLDER,
     EMBEDDING_ALIASES,
     EMBEDDINGS,
     LOSS_EMBEDDINGS,
@@ -73,6 +74,10 @@ class DataConfig:
     height: int = 256  # paper: 384 (HRNet-W32); ResNet configs 256
     width: int = 128
     transforms: list[str] = field(default_factory=lambda: ["rc", "re"])  # official default
+    # How 're' draws and fills its box (docs/fidelity.md): area_ratio (area fraction and aspect
+    # ratio as Zhong et al., mean-colour fill) | official (one box, each side uniform in 15-65 %
+    # of the image side, drawn after normalization with the value (0.485, 0.456, 0.406)).
+    erasing: str = "area_ratio"
     norm_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     norm_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     workers: int = 4
@@ -91,13 +96,27 @@ class MasksConfig:
     """Parsing labels and how they become K part targets (official ``model.bpbreid.masks``)."""
 
     type: str = "disk"  # labels read from disk (official)
-    dir: str = DEFAULT_MASKS_DIR  # official label folder name
+    # Which labels: pifpaf (official .npy files of 36 PifPaf fields under masks/<dir>/<split>/)
+    # | parsing_png (LIP/SCHP human-parsing class maps, <split>_parsing_pgt/<stem>.png).
+    source: str = "pifpaf"
+    dir: str = DEFAULT_MASKS_DIR  # pifpaf: official label folder name under <dataset>/masks/
+    # parsing_png: the label folder of a split, relative to the dataset folder ({split} is the
+    # split's image folder, e.g. bounding_box_train).
+    png_folder: str = DEFAULT_PNG_FOLDER
+    # A training image without a label file: error (stop, listing them) | drop (train without
+    # those images, with a warning saying how many).
+    missing: str = "error"
     preprocess: str = "eight"  # part grouping: one | two | four | five | five_v | eight | ...
     parts_num: int = 8  # K, must match the grouping
     softmax_weight: float = 15.0  # official: targets = softmax(masks * 15) over K+1
     background_computation_strategy: str = "threshold"  # threshold | diff_from_max
     mask_filtering_threshold: float = 0.5  # official background threshold
     soft_targets: bool = False  # pixel loss on soft targets instead of argmax labels
+    # How labels become pixel-loss targets (docs/fidelity.md): area (grouped fields resized
+    # bilinearly, area-averaged to 1/4, then the background rule; area-averaged again to the
+    # logits) | official (nearest to the image size, background rule at full size, nearest to
+    # 1/4, bilinear with aligned corners to the logits, then argmax).
+    targets: str = "area"
 
 
 @dataclass
@@ -200,6 +219,9 @@ class TrainConfig:
     stepsize: list[int] = field(default_factory=lambda: [40, 70])
     gamma: float = 0.1
     warmup_epochs: int = 10
+    # What the learning-rate schedule advances with: step (a smooth warmup, every optimizer
+    # step) | epoch (official: the rate changes only between epochs).
+    warmup_unit: str = "step"
     eval_freq: int = 0  # evaluate every N epochs; 0 = only at the end
     test_at_end: bool = True  # evaluate the final model on the test sets
     validation_ids: int = 0  # carve this many training ids into a validation split
@@ -397,6 +419,9 @@ SETTING_CHOICES: dict[str, Choices] = {
         "training augmentations: rc, re, flip, cj or an official long name",
         ignore_case=True,
     ),
+    "data.erasing": Choices(
+        ("area_ratio", "official"), "how random erasing draws and fills its box"
+    ),
     "data.pipeline": Choices(
         ("reference", "tensor"),
         "how training batches are made: per-image DataLoader, or decode once + batch tensor ops",
@@ -414,6 +439,15 @@ SETTING_CHOICES: dict[str, Choices] = {
     ),
     "model.bpbreid.foreground_pooling": Choices(("gwap", "masked_average"), "foreground pooling"),
     "model.bpbreid.masks.preprocess": Choices(tuple(PART_GROUPING_SIZES), "body-part grouping"),
+    "model.bpbreid.masks.source": Choices(
+        ("pifpaf", "parsing_png"), "label source: PifPaf fields (.npy) or human-parsing PNGs"
+    ),
+    "model.bpbreid.masks.missing": Choices(
+        ("error", "drop"), "what a training image without a label file does"
+    ),
+    "model.bpbreid.masks.targets": Choices(
+        ("area", "official"), "how the labels are resized into pixel-loss targets"
+    ),
     "model.bpbreid.masks.background_computation_strategy": Choices(
         ("threshold", "diff_from_max", "sum"), "how the background map is computed"
     ),
@@ -425,6 +459,9 @@ SETTING_CHOICES: dict[str, Choices] = {
     "loss.part_triplet": Choices(("average", "max", "min"), "how part distances are combined"),
     "train.optim": Choices(("adam", "adamw", "sgd"), "optimizer", ignore_case=True),
     "train.lr_scheduler": Choices(("multi_step", "cosine", "constant"), "learning-rate schedule"),
+    "train.warmup_unit": Choices(
+        ("step", "epoch"), "whether the learning rate changes every step or every epoch"
+    ),
     "train.amp": Choices(("auto", "bf16", "fp16", "off"), "mixed precision", ignore_case=True),
     "train.loggers": Choices(
         ("console", "csv", "tensorboard", "wandb"), "training loggers", ignore_case=True
@@ -489,6 +526,21 @@ def _cross_field_problems(cfg: Config) -> list[str]:
             f"train.batch_size={train.batch_size} must be a multiple of "
             f"train.num_instances={train.num_instances} (batches are P identities x K images)."
         )
+    if cfg.data.pipeline == "tensor":
+        # The batch pipeline reproduces the default erasing and targets only (docs/fidelity.md).
+        official = [
+            key
+            for key, value in (
+                ("data.erasing", cfg.data.erasing),
+                ("model.bpbreid.masks.targets", masks.targets),
+            )
+            if value == "official"
+        ]
+        if official:
+            problems.append(
+                f"data.pipeline=tensor does not implement {' and '.join(f'{k}=official' for k in official)}: "
+                "use data.pipeline=reference."
+            )
     k = PART_GROUPING_SIZES[masks.preprocess]
     if masks.parts_num != k:
         same_k = [g for g, n in PART_GROUPING_SIZES.items() if n == masks.parts_num]

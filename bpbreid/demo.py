@@ -274,16 +274,15 @@ def label_visibility(mask_path: str, cfg: Any) -> Any:
         ``(visible, hidden)``: two lists of K booleans (``hidden`` implies not ``visible``).
     """
     from bpbreid.data.parsing import (
-        group_fields,
         hard_labels,
-        load_parsing_label,
+        load_label_parts,
         part_targets,
         resize_maps,
     )
     from bpbreid.data.transforms import MASK_STRIDE
 
     masks = cfg.model.bpbreid.masks
-    parts = group_fields(load_parsing_label(mask_path), masks.preprocess)
+    parts = load_label_parts(mask_path, masks.preprocess)
     size = (cfg.data.height // MASK_STRIDE, cfg.data.width // MASK_STRIDE)
     targets = part_targets(
         resize_maps(parts, size, mode="area"),

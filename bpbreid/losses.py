@@ -79,6 +79,8 @@ __all__ = [
 # at 0, and clamping gives a zero gradient instead of NaN for identical embeddings.
 _SQRT_EPS = 1e-12
 PART_TRIPLET_MODES: tuple[str, ...] = ("average", "max", "min")
+# model.bpbreid.masks.targets: how pixel-loss targets are resized to the logits.
+PIXEL_TARGET_MODES: tuple[str, ...] = ("area", "official")
 
 
 class MissingTrainingLabelsError(LabelError, ValueError):
@@ -436,22 +438,39 @@ class PartAveragedTripletLoss(nn.Module):
 # --------------------------------------------------------------------------------------
 
 
-def resize_part_targets(target_masks: Tensor, size: tuple[int, int]) -> Tensor:
+def resize_part_targets(
+    target_masks: Tensor, size: tuple[int, int], targets: str = "area"
+) -> Tensor:
     """Resize soft part targets to ``size`` and renormalize them to sum 1 over channels.
 
-    Shrinking uses adaptive average pooling (every label pixel counts, thin parts are not
-    skipped); enlarging uses bilinear interpolation.
+    ``targets='area'``: shrinking uses adaptive average pooling (every label pixel counts, thin
+    parts are not skipped); enlarging uses bilinear interpolation. ``targets='official'``
+    (``model.bpbreid.masks.targets``): bilinear interpolation with aligned corners either way,
+    as the official engine (a convex blend: the sums stay 1, nothing is renormalized).
 
     Args:
         target_masks: ``[N, K+1, h, w]`` soft targets (channel 0 background).
         size: ``(H, W)`` of the part-attention logits.
+        targets: ``'area'`` | ``'official'``.
 
     Returns:
         ``[N, K+1, H, W]`` float targets summing to 1 at every pixel.
+
+    Reference: bpbreid c0db006, ``torchreid/engine/image/part_based_engine.py`` (targets
+    resized bilinearly with ``align_corners=True``, then argmax).
     """
+    if targets not in PIXEL_TARGET_MODES:
+        raise ConfigError(
+            f"Unknown model.bpbreid.masks.targets '{targets}'. "
+            f"Valid: {', '.join(PIXEL_TARGET_MODES)}."
+        )
     target_masks = _full_precision(target_masks)
     h, w = target_masks.shape[-2:]
     height, width = size
+    if targets == "official":
+        if (h, w) == (height, width):
+            return target_masks
+        return F.interpolate(target_masks, size=size, mode="bilinear", align_corners=True)
     if (h, w) == (height, width):
         resized = target_masks
     elif h >= height and w >= width:
@@ -471,6 +490,7 @@ def part_attention_loss(
     target_masks: Tensor,
     label_smoothing: float = 0.1,
     soft_targets: bool = False,
+    targets: str = "area",
 ) -> Tensor:
     """Pixel-wise cross-entropy between the part-attention logits and the parsing targets.
 
@@ -484,6 +504,7 @@ def part_attention_loss(
             ``(H, W)`` here.
         label_smoothing: ``eps`` (paper: 0.1).
         soft_targets: train on soft targets instead of argmax labels.
+        targets: how the targets are resized to the logits (:func:`resize_part_targets`).
 
     Returns:
         A scalar: the mean over pixels and samples.
@@ -502,12 +523,14 @@ def part_attention_loss(
             f"{target_masks.shape[0]} vs {pixel_logits.shape[0]}: check that "
             "model.bpbreid.masks.parts_num matches the grouping model.bpbreid.masks.preprocess."
         )
-    targets = resize_part_targets(target_masks.to(pixel_logits.device), pixel_logits.shape[-2:])
+    resized = resize_part_targets(
+        target_masks.to(pixel_logits.device), pixel_logits.shape[-2:], targets
+    )
     logits = _full_precision(pixel_logits)
-    targets = targets.to(logits.dtype)
+    resized = resized.to(logits.dtype)
     if soft_targets:
-        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    hard = hard_labels(targets)  # [N, H, W] argmax part label, ties to the background
+        return F.cross_entropy(logits, resized, label_smoothing=label_smoothing)
+    hard = hard_labels(resized)  # [N, H, W] argmax part label, ties to the background
     return F.cross_entropy(logits, hard, label_smoothing=label_smoothing)
 
 
@@ -572,6 +595,8 @@ class GiLtLoss(nn.Module):
         cfg: the ``loss`` section of the config (weights or preset, pixel weight, margins...).
         soft_targets: pixel loss on soft targets instead of argmax labels
             (``cfg.model.bpbreid.masks.soft_targets``).
+        targets: how the targets are resized to the logits, ``'area'`` | ``'official'``
+            (``cfg.model.bpbreid.masks.targets``; :func:`resize_part_targets`).
 
     Call ``loss(output, pids, target_masks)`` with a ``BPBReIDOutput``; it returns
     ``(total, components)`` where ``components`` holds the unweighted value of every term
@@ -581,7 +606,7 @@ class GiLtLoss(nn.Module):
     Reference: Somers et al., WACV 2023 (GiLt: global identity, local triplet).
     """
 
-    def __init__(self, cfg: LossConfig, soft_targets: bool = False):
+    def __init__(self, cfg: LossConfig, soft_targets: bool = False, targets: str = "area"):
         super().__init__()
         self.cfg = cfg
         self.weights = resolve_loss_weights(cfg)
@@ -596,6 +621,12 @@ class GiLtLoss(nn.Module):
                 "nothing would be trained. Give at least one term a non-zero weight."
             )
         self.soft_targets = soft_targets
+        if targets not in PIXEL_TARGET_MODES:
+            raise ConfigError(
+                f"Unknown model.bpbreid.masks.targets '{targets}'. "
+                f"Valid: {', '.join(PIXEL_TARGET_MODES)}."
+            )
+        self.targets = targets
         self.part_triplet = PartAveragedTripletLoss(
             margin=cfg.triplet_margin, mode=cfg.part_triplet, soft_margin=cfg.triplet_soft_margin
         )
@@ -662,7 +693,11 @@ class GiLtLoss(nn.Module):
                     "or set loss.pixel_weight=0."
                 )
             pixel = part_attention_loss(
-                output.pixel_logits, target_masks, cfg.label_smoothing, self.soft_targets
+                output.pixel_logits,
+                target_masks,
+                cfg.label_smoothing,
+                self.soft_targets,
+                self.targets,
             )
             add("pixel", pixel, cfg.pixel_weight)
 

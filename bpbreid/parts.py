@@ -389,6 +389,9 @@ def hard_labels(targets: np.ndarray | torch.Tensor) -> Any:
 
 # The official label folder: <dataset>/masks/<DEFAULT_MASKS_DIR>/<split>/<stem><suffix>.
 DEFAULT_MASKS_DIR = "pifpaf_maskrcnn_filtering"
+# Human-parsing PNGs beside the images: <dataset>/<split folder>_parsing_pgt/<stem>.png (the
+# layout of the SCHP pseudo-labels shipped by public re-id repositories).
+DEFAULT_PNG_FOLDER = "{split}_parsing_pgt"
 
 # --------------------------------------------------------------------------------------
 # Embedding names

@@ -384,14 +384,16 @@ def test_build_dataset_from_config_real_dataset(market_root: Path):
 def test_dataset_folder_with_another_name_and_several_synthetic_sets(tmp_path: Path):
     own = make_layout(tmp_path / "my_copy_of_market", MARKET)
     assert build_dataset("market1501", own).dataset_dir == own  # explicit name: any folder
-    assert detect_datasets(tmp_path) == []  # detection goes by the official folder names
+    # recognised by its contents (Market-1501 file names), whatever the folder's name
+    assert detect_datasets(tmp_path) == [("market1501", own)]
 
     splits = {k: list(v) for k, v in MARKET.items()}
     splits["query_holistic"] = ["0003_c2s1_000103_00.jpg"]
     first = make_layout(tmp_path / "synthetic" / "tiny_s0_64x32", splits)
     make_layout(tmp_path / "synthetic" / "small_s0_64x32", splits)
     (tmp_path / "synthetic" / ".partial" / "bounding_box_train").mkdir(parents=True)
-    assert len(detect_datasets(tmp_path)) == 2
+    names = [name for name, _ in detect_datasets(tmp_path)]
+    assert names == ["synthetic", "synthetic", "market1501"]
     with pytest.raises(DatasetError, match="Several synthetic datasets") as err:
         build_dataset("synthetic", tmp_path)
     assert "tiny_s0_64x32" in str(err.value) and ".partial" not in str(err.value)

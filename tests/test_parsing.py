@@ -368,9 +368,10 @@ def test_parsing_map_to_eight():
     head, l_arm, r_arm, torso, l_leg, r_leg, l_foot, r_foot = parts
     assert head[:2, 1:3].all() and head.sum() == 4
     assert l_arm[2:4, 3].all() and r_arm[2:4, 0].all()
-    assert l_arm[4, 0] == l_arm[4, 3] == r_arm[4, 0] == 1  # gloves: both arms
+    # The person faces us (left arm on the image's right): side-less classes split that way.
+    assert l_arm[4, 3] == r_arm[4, 0] == 1 and l_arm[4, 0] == r_arm[4, 3] == 0  # gloves
     assert torso.sum() == 6
-    assert l_leg[5, 1:3].all() and r_leg[5, 1:3].all()  # pants: both legs
+    assert l_leg[5, 2] == r_leg[5, 1] == 1 and l_leg[5, 1] == r_leg[5, 2] == 0  # pants
     assert l_leg[6, 2] == 1 and l_leg[6, 1] == 0 and r_leg[6, 1] == 1
     assert l_foot[7, 2] == 1 and l_foot.sum() == 1 and r_foot[7, 1] == 1 and r_foot.sum() == 1
     assert parts[:, 0, 0].max() == 0  # background
@@ -393,7 +394,10 @@ def test_parsing_map_five_v_split_and_dress():
     dress[1:5] = 6  # a dress over rows 1..4: rows 1-2 torso, rows 3-4 legs
     eight = P.parsing_map_to_parts(dress, "eight")
     assert eight[3, 1:3].all() and eight[3, 3:].sum() == 0
-    assert eight[4, 3:5].all() and eight[5, 3:5].all() and eight[4, :3].sum() == 0
+    # The lower half split between the legs (no sided class: taken as facing the camera, so
+    # the person's left is the image's right column).
+    assert eight[4, 3:5, 1].all() and eight[5, 3:5, 0].all() and eight[4, :3].sum() == 0
+    assert eight[4, 3:5, 0].sum() == eight[5, 3:5, 1].sum() == 0
 
 
 def test_parsing_map_unknown_grouping():

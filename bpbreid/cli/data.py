@@ -1,4 +1,4 @@
-"""``python -m bpbreid data check|download-labels|synth``: check, label and generate datasets.
+"""``python -m bpbreid data check|download-labels|prepare|synth``: check, label, build datasets.
 
 Examples::
 
@@ -8,6 +8,7 @@ Examples::
     python -m bpbreid data download-labels market1501 data
     python -m bpbreid data download-labels market1501 data --archive ~/Downloads/market.zip
     python -m bpbreid data synth --preset small --seed 0
+    python -m bpbreid data prepare occluded_duke --duke data/DukeMTMC-reID --lists lists/
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from bpbreid.cli import common
-from bpbreid.parts import DEFAULT_MASKS_DIR
+from bpbreid.parts import DEFAULT_MASKS_DIR, DEFAULT_PNG_FOLDER
 
 if TYPE_CHECKING:
     from bpbreid.data.datasets import ReIDData
@@ -36,6 +37,7 @@ DATASET_NAMES = (
     "synthetic",
 )
 LABELLED_DATASETS = ("market1501", "dukemtmc", "occluded_duke", "occluded_reid", "p_dukemtmc")
+PREPARABLE_DATASETS = ("occluded_duke",)  # built from another dataset (data prepare)
 
 
 def _positive_int(text: str) -> int:
@@ -72,6 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="open a random sample of N images and N label files per dataset (huge sets); "
         "default: every file",
     )
+    check.add_argument(
+        "--labels",
+        choices=("auto", "pifpaf", "parsing_png"),
+        default="auto",
+        help="label source: official PifPaf .npy files under masks/<masks-dir>/, or human-parsing "
+        "PNGs in <split>_parsing_pgt/ (default auto: PNGs when such a folder exists and no "
+        "masks/<masks-dir>/ does)",
+    )
+    check.add_argument(
+        "--png-folder",
+        default=DEFAULT_PNG_FOLDER,
+        help=f"parsing-PNG folder of a split, {{split}} = its image folder (default: "
+        f"{DEFAULT_PNG_FOLDER})",
+    )
     check.add_argument("--no-labels", action="store_true", help="check the images only")
     check.add_argument("--extra-query", action="append", default=[], help="extra query folder")
     common.add_no_progress(check)
@@ -91,6 +107,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"label folder name (default: {DEFAULT_MASKS_DIR})",
     )
     common.add_no_progress(download, aliases=("--quiet",))
+
+    prepare = sub.add_parser(
+        "prepare",
+        help="build a dataset from another: Occluded-Duke from DukeMTMC-reID",
+        description="Build Occluded-Duke from DukeMTMC-reID and the official lists "
+        "(github.com/lightas/Occluded-DukeMTMC-Dataset), as its convert_duke_to_occduke.py "
+        "does, into <out>/Occluded_Duke/: hard links when possible (else copies), labels "
+        "(masks/, *_parsing_pgt/) carried over, built aside and renamed into place.",
+    )
+    prepare.add_argument("dataset", choices=PREPARABLE_DATASETS, help="the dataset to build")
+    prepare.add_argument(
+        "--duke", required=True, help="the DukeMTMC-reID folder (or the data root holding it)"
+    )
+    prepare.add_argument(
+        "--lists",
+        required=True,
+        help="folder with train.list, query.list and gallery.list (one image name per line)",
+    )
+    common.add_out(
+        prepare,
+        help="data root to write Occluded_Duke/ into (default: the one holding DukeMTMC-reID)",
+    )
+    prepare.add_argument(
+        "--force", action="store_true", help="rebuild an Occluded_Duke/ that is already complete"
+    )
+    common.add_no_progress(prepare)
 
     synth = sub.add_parser(
         "synth",
@@ -113,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         return run_check(args)
     if command == "download-labels":
         return run_download(args)
+    if command == "prepare":
+        return run_prepare(args)
     if command == "synth":
         return run_synth(args)
     args._data_parser.print_help()
@@ -125,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 CHECK_THREADS = 8  # image decoding and np.load release the GIL
+MOST_COMMON = 8  # image sizes / label shapes listed by data check
 
 
 def _pick(items: Sequence[T], sample: int | None, seed: int) -> list[T]:
@@ -179,6 +224,22 @@ def _open_each(
     return shapes, problems
 
 
+def _most_common(
+    counts: dict[tuple[int, ...], int], show: Callable[[tuple[int, ...]], str], noun: str
+) -> str:
+    """``"128x64 x12,000, 256x128 x30 (+3 other sizes)"``: the most frequent shapes first.
+
+    DukeMTMC crops come in over a thousand sizes; one line of all of them helps nobody.
+    """
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    shown = ", ".join(f"{show(shape)} x{count:,}" for shape, count in ranked[:MOST_COMMON])
+    rest = len(ranked) - MOST_COMMON
+    if rest > 0:
+        others = sum(count for _, count in ranked[MOST_COMMON:])
+        shown += f" (+{rest:,} other {noun}, {others:,} files)"
+    return shown
+
+
 def _coverage(checked: int, total: int, noun: str) -> str:
     """``"12,936/12,936 images"`` (what was opened out of what there is)."""
     return f"{checked:,}/{total:,} {noun}"
@@ -196,7 +257,7 @@ def _check_images(data: ReIDData, sample: int | None, progress: bool) -> tuple[l
     how = "all" if len(picked) == len(every) else "random sample"
     print(f"  images: opened and decoded {_coverage(len(picked), len(every), 'images')} ({how})")
     if sizes:
-        described = ", ".join(f"{h}x{w} x{count:,}" for (h, w, _), count in sizes.items())
+        described = _most_common(sizes, lambda size: f"{size[0]}x{size[1]}", "sizes")
         print(f"  image sizes: {described}")
     return problems, len(picked), len(every)
 
@@ -209,10 +270,20 @@ def _check_labels(data: ReIDData, sample: int | None, progress: bool) -> tuple[l
     [0, 1]. Returns ``(problems, checked, present)``.
     """
     from bpbreid.data.datasets import missing_labels_message
-    from bpbreid.data.parsing import load_parsing_label
+    from bpbreid.data.parsing import label_source_of_file
 
     problems: list[str] = []
-    if data.missing_masks:
+    if data.label_source == "parsing_png":
+        # Only training reads parsing PNGs: query and gallery images need none.
+        train_images = {s.img_path for s in data.train}
+        missing = [m for m in data.missing_masks if m[0] in train_images]
+        if missing:
+            print(
+                f"  WARNING: {len(missing):,} of {len(data.train):,} training images have no "
+                f"parsing PNG (e.g. {missing[0][1]}); train without them with "
+                "model.bpbreid.masks.missing=drop"
+            )
+    elif data.missing_masks:
         per_subset = []
         missing_images = {img for img, _ in data.missing_masks}
         for name, subset in data.subsets().items():
@@ -227,7 +298,7 @@ def _check_labels(data: ReIDData, sample: int | None, progress: bool) -> tuple[l
     picked = _pick(present, sample, seed=0)
     shapes, bad = _open_each(
         picked,
-        lambda path: tuple(load_parsing_label(path).shape),
+        lambda path: tuple(label_source_of_file(path).read(path).shape),
         f"{data.name} labels",
         progress,
     )
@@ -235,12 +306,33 @@ def _check_labels(data: ReIDData, sample: int | None, progress: bool) -> tuple[l
     how = "all" if len(picked) == len(present) else "random sample"
     print(
         f"  labels: loaded {_coverage(len(picked), len(present), 'label files')} present "
-        f"({how}; shape, dtype, values in [0, 1])"
+        + (
+            f"({how}; single-channel class maps, values 0..19, read as body regions)"
+            if data.label_source == "parsing_png"
+            else f"({how}; shape, dtype, values in [0, 1])"
+        )
     )
     if shapes:
-        described = ", ".join(f"{list(shape)} x{count:,}" for shape, count in shapes.items())
+        described = _most_common(shapes, lambda shape: str(list(shape)), "shapes")
         print(f"  label arrays: {described}")
     return problems, len(picked), len(present)
+
+
+def _guess_label_source(name: str, where: Path, masks_dir: str, png_folder: str) -> str:
+    """``parsing_png`` when the training split has a PNG folder and no ``masks/<masks_dir>``."""
+    from bpbreid.data.datasets import find_dataset_dir, get_spec
+
+    try:
+        dataset_dir = find_dataset_dir(name, where)
+    except Exception:  # the layout error is reported by build_dataset with its full message
+        return "pifpaf"
+    train = get_spec(name).splits.get("train", ())
+    has_png = any(
+        (dataset_dir / png_folder.replace("{split}", folder.path)).is_dir() for folder in train
+    )
+    return (
+        "parsing_png" if has_png and not (dataset_dir / "masks" / masks_dir).is_dir() else "pifpaf"
+    )
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -255,39 +347,59 @@ def run_check(args: argparse.Namespace) -> int:
     """
     import warnings
 
-    from bpbreid.data.datasets import README_HINT, build_dataset, detect_datasets, skipped_message
+    from bpbreid.data.datasets import README_HINT, build_dataset, skipped_message, survey_datasets
     from bpbreid.errors import DatasetError
 
     root = Path(args.root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root.resolve()} does not exist or is not a folder. {README_HINT}")
+    broken = 0
     if args.dataset:
-        targets = [args.dataset]
+        targets = [(args.dataset, root)]
     else:
-        targets = [name for name, _ in detect_datasets(root)]
+        # The root may be a data root or one dataset folder, recognised by its folder name
+        # or, under any other name, by its contents.
+        survey = survey_datasets(root)
+        targets = [(ident.name, ident.path) for ident in survey if ident.name is not None]
+        undecided = [ident for ident in survey if ident.name is None]
+        if undecided and not targets:
+            ident = undecided[0]
+            raise DatasetError(
+                f"Cannot tell which dataset {ident.path.resolve()} is: {ident.reason}."
+            )
+        for ident in undecided:
+            print(f"[?] {ident.path}: cannot tell which dataset it is: {ident.reason}.")
+            broken += 1
         if not targets:
             names = ", ".join(sorted(p.name for p in root.iterdir())) or "(empty)"
             raise DatasetError(
                 f"No known dataset layout under {root.resolve()} (found: {names}). Expected "
                 "folders such as Market-1501-v15.09.15, DukeMTMC-reID, Occluded_Duke, "
-                "Occluded_REID, P-DukeMTMC-reID or synthetic/. Pass --dataset NAME to check "
-                f"one explicitly. {README_HINT}"
+                "Occluded_REID, P-DukeMTMC-reID or synthetic/, or a dataset folder of any "
+                "name holding bounding_box_train/, query/, bounding_box_test/. Pass --dataset "
+                f"NAME to check one explicitly. {README_HINT}"
             )
     masks_dir = None if args.no_labels else args.masks_dir
     sample = getattr(args, "sample", None)
+    labels_choice = getattr(args, "labels", "auto")
+    png_folder = getattr(args, "png_folder", DEFAULT_PNG_FOLDER)
     progress = common.progress_from_args(args)
-    broken = 0
-    for name in dict.fromkeys(targets):
+    for name, where in dict.fromkeys(targets):
         print(f"[{name}]")
         try:
+            source = labels_choice
+            if source == "auto":
+                source = _guess_label_source(name, where, args.masks_dir, png_folder)
             with warnings.catch_warnings():  # skipped entries are printed below instead
                 warnings.simplefilter("ignore", UserWarning)
                 data = build_dataset(
                     name,
-                    root,
+                    where,
                     masks_dir=masks_dir,
                     require_masks=False,
                     extra_query_sets=args.extra_query,
+                    label_source=source,
+                    png_folder=png_folder,
                 )
         except DatasetError as exc:
             print(f"  BROKEN: {exc}")
@@ -302,7 +414,12 @@ def run_check(args: argparse.Namespace) -> int:
             label_problems, labels_checked, labels_present = _check_labels(data, sample, progress)
             problems += label_problems
             checked += f" and {_coverage(labels_checked, labels_present, 'labels')}"
-            if data.missing_masks:
+            if data.label_source == "parsing_png":
+                train_images = {s.img_path for s in data.train}
+                unlabelled = sum(img in train_images for img, _ in data.missing_masks)
+                if unlabelled:
+                    checked += f" ({unlabelled:,} training images have no label file)"
+            elif data.missing_masks:
                 checked += f" ({len(data.missing_masks):,} images have no label file)"
         else:
             checked += "; labels not checked (--no-labels)"
@@ -337,6 +454,24 @@ def run_download(args: argparse.Namespace) -> int:
         )
     print(
         f"Labels are in {target}. Check the layout with: python -m bpbreid data check {args.root}"
+    )
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Build Occluded-Duke (:func:`bpbreid.data.prepare.prepare_occluded_duke`)."""
+    from bpbreid.data.prepare import prepare_occluded_duke
+
+    report = prepare_occluded_duke(
+        args.duke,
+        args.lists,
+        out=args.out,
+        force=args.force,
+        progress=common.progress_from_args(args),
+    )
+    print(report.summary())
+    print(
+        f"Check it with: python -m bpbreid data check {report.dataset_dir} --dataset {args.dataset}"
     )
     return 0
 

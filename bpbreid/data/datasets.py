@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bpbreid.errors import DatasetError, LabelError
-from bpbreid.parts import DEFAULT_MASKS_DIR  # noqa: F401  (re-exported)
+from bpbreid.errors import ConfigError, DatasetError, LabelError
+from bpbreid.parts import DEFAULT_MASKS_DIR, DEFAULT_PNG_FOLDER  # noqa: F401  (re-exported)
 from bpbreid.paths import REPO_BRANCH, REPO_URL, display_path, find_repo_root
 
 if TYPE_CHECKING:
@@ -254,7 +254,12 @@ class ReIDData:
         train, query, gallery: the samples of each subset.
         extra_queries: further query sets, e.g. ``{"query_holistic": [...]}``.
         masks_dir: the label folder name under ``masks/`` (None: labels not used).
+        label_source: ``pifpaf`` (``masks/<masks_dir>/<split>/*.npy``) or ``parsing_png``
+            (``<png_folder>/<stem>.png``, ``{split}`` replaced by the split's folder).
+        png_folder: the parsing-PNG folder pattern (``{split}_parsing_pgt``).
         missing_masks: ``(image, expected label)`` for every image without a label file.
+        dropped: training images left out because they have no label file
+            (``model.bpbreid.masks.missing: drop``).
         skipped: ``(path, reason)`` of the folder entries left out because they could not
             be read (dangling symbolic links, link loops...), see :func:`scan_images`.
     """
@@ -268,6 +273,9 @@ class ReIDData:
     masks_dir: str | None = DEFAULT_MASKS_DIR
     missing_masks: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    label_source: str = "pifpaf"
+    png_folder: str = DEFAULT_PNG_FOLDER
+    dropped: list[Sample] = field(default_factory=list)
 
     @property
     def num_train_pids(self) -> int:
@@ -298,10 +306,18 @@ class ReIDData:
         for name, ids, images, cams in rows:
             lines.append(f"  {name:<{width}} | {ids:>6} | {images:>8} | {cams:>9}")
         lines.append(rule)
-        if self.masks_dir is not None:
+        if self.masks_dir is not None and self.label_source == "parsing_png":
+            counts = ", ".join(
+                f"{name} {sum(s.mask_path is not None for s in samples)}/{len(samples)}"
+                for name, samples in self.subsets().items()
+            )
+            lines.append(f"  labels: parsing PNGs in {self.png_folder}/ ({counts} present)")
+        elif self.masks_dir is not None:
             total = sum(len(s) for s in self.subsets().values())
             found = total - len(self.missing_masks)
             lines.append(f"  labels: masks/{self.masks_dir} ({found}/{total} files present)")
+        if self.dropped:
+            lines.append(f"  dropped: {len(self.dropped)} training images without a label file")
         if self.skipped:
             lines.append(f"  skipped: {len(self.skipped)} unreadable folder entries")
         return "\n".join(lines)
@@ -327,6 +343,162 @@ def _has_splits(spec: DatasetSpec, path: Path) -> bool:
     return any((path / folder).is_dir() for folder in spec.split_folders())
 
 
+# Split sizes (train, query, gallery) of the two datasets whose images share DukeMTMC's file
+# names: Occluded-Duke is a re-split of DukeMTMC-reID, so a renamed copy is told apart by
+# its counts (or by a folder name that says which it is).
+DUKE_FAMILY_SIZES: dict[str, tuple[int, int, int]] = {
+    "dukemtmc": (16_522, 2_228, 17_661),
+    "occluded_duke": (15_618, 2_210, 17_661),
+}
+_NAME_SAMPLE = 50  # file names read per split folder to recognise the naming scheme
+_NAME_SHARE = 0.9  # share of those that must follow one scheme (a stray file is tolerated)
+
+
+@dataclass(frozen=True)
+class Identification:
+    """What a folder holds, judged by its name or its contents.
+
+    Attributes:
+        path: the folder.
+        name: the registry name of the dataset, or None when it cannot be decided.
+        reason: how it was decided (``"folder name"``, ``"file names"``, ...), or why it
+            could not be.
+        family: ``"market"`` or ``"duke"`` for the standard layout (split folders
+            ``bounding_box_train``, ``query``, ``bounding_box_test``) with those file
+            names; empty otherwise.
+    """
+
+    path: Path
+    name: str | None
+    reason: str
+    family: str = ""
+
+
+def _image_names(folder: Path, limit: int | None) -> list[str]:
+    """Up to ``limit`` image file names of ``folder`` (directory order; hidden ones left out)."""
+    names: list[str] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                hidden = name.startswith(".")
+                if hidden or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                    continue
+                names.append(name)
+                if limit is not None and len(names) >= limit:
+                    break
+    except OSError:
+        return []
+    return names
+
+
+def _duke_member(path: Path, sizes: tuple[int, int, int]) -> tuple[str | None, str]:
+    """DukeMTMC-reID or Occluded-Duke, for a folder of DukeMTMC-named images."""
+    for name, expected in DUKE_FAMILY_SIZES.items():
+        if sizes == expected:
+            shown = "/".join(f"{n:,}" for n in sizes)
+            return name, f"split sizes {shown} (train/query/gallery) are {DATASETS[name].title}'s"
+    # The folder name, when it says which (an official name was handled before).
+    key = re.sub(r"[^a-z]", "", path.name.lower())
+    if "occluded" in key or key.startswith("occ"):
+        return "occluded_duke", "DukeMTMC file names and 'occluded' in the folder name"
+    if "dukemtmcreid" in key:
+        return "dukemtmc", "DukeMTMC file names and 'DukeMTMC-reID' in the folder name"
+    expected = "; ".join(
+        f"{DATASETS[n].title} {'/'.join(f'{c:,}' for c in s)}" for n, s in DUKE_FAMILY_SIZES.items()
+    )
+    shown = "/".join(f"{n:,}" for n in sizes)
+    return None, (
+        f"DukeMTMC file names, but its split sizes {shown} (train/query/gallery) match neither "
+        f"({expected}) and its name does not say which: pass --dataset dukemtmc or "
+        "--dataset occluded_duke"
+    )
+
+
+def identify_dataset_dir(path: str | Path) -> Identification | None:
+    """Which dataset the folder ``path`` is, by its name or else by its contents.
+
+    * an official folder name (``Market-1501-v15.09.15``, ``Occluded_Duke``, ...) with its
+      split folders decides, as it always did;
+    * otherwise the layout: ``occluded_body_images/`` + ``whole_body_images/`` is
+      Occluded-ReID, ``train/`` + ``test/`` holding them is P-DukeMTMC-reID, and the standard
+      split folders (``bounding_box_train``, ``query``, ``bounding_box_test``) are
+      recognised by their file names: ``0002_c1s1_000451_03.jpg`` is Market-1501 (the
+      synthetic set when ``query_holistic/`` is there too), ``0005_c2_f0046985.jpg``
+      DukeMTMC-reID or Occluded-Duke, which share their file names and are told apart by
+      their split sizes (:data:`DUKE_FAMILY_SIZES`) or a folder name that says which.
+
+    Returns:
+        None when ``path`` holds no split folder of any dataset; an
+        :class:`Identification` whose ``name`` is None when it looks like a dataset but
+        which one cannot be decided (``reason`` says why and what to pass).
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return None
+    synthetic = (path / "query_holistic").is_dir()
+    for spec in DATASETS.values():
+        if spec.name == "synthetic" or not _has_splits(spec, path):
+            continue
+        if any(path.name == Path(folder).name for folder in spec.folders):
+            if spec.splits is _STANDARD_SPLITS and synthetic:
+                return Identification(path, "synthetic", "Market-style folders + query_holistic/")
+            return Identification(path, spec.name, "folder name")
+    for name in ("occluded_reid", "p_dukemtmc"):
+        spec = DATASETS[name]
+        if all((path / folder).is_dir() for folder in spec.split_folders()):
+            return Identification(path, name, "split folders")
+    present = [
+        folder.path for (folder,) in _STANDARD_SPLITS.values() if (path / folder.path).is_dir()
+    ]
+    if not present:
+        return None
+    sample = [name for split in present for name in _image_names(path / split, _NAME_SAMPLE)]
+    if not sample:
+        return Identification(path, None, f"its split folders ({', '.join(present)}) hold no image")
+    family = next(
+        (
+            family
+            for family, pattern in (("market", MARKET_PATTERN), ("duke", DUKE_PATTERN))
+            if sum(bool(pattern.match(n)) for n in sample) >= _NAME_SHARE * len(sample)
+        ),
+        None,
+    )
+    if family is None:
+        return Identification(
+            path,
+            None,
+            f"file names such as {sample[0]} are neither Market-1501's "
+            f"({DATASETS['market1501'].name_example}) nor DukeMTMC's "
+            f"({DATASETS['dukemtmc'].name_example}): pass --dataset NAME",
+        )
+    if family == "market":
+        if synthetic:
+            return Identification(path, "synthetic", "Market-style file names + query_holistic/")
+        return Identification(path, "market1501", "Market-1501 file names", family)
+    sizes = tuple(
+        len(_image_names(path / folder.path, None)) for (folder,) in _STANDARD_SPLITS.values()
+    )
+    name, reason = _duke_member(path, sizes)  # type: ignore[arg-type]
+    return Identification(path, name, reason, family)
+
+
+def _survey_children(root: Path) -> list[Identification]:
+    """:func:`identify_dataset_dir` of each visible sub-folder of ``root`` that is a dataset."""
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    found = []
+    for child in children:
+        if child.name.startswith((".", "_")) or child.name in ("masks", "synthetic"):
+            continue  # hidden / unfinished sets, downloads, labels, the generator's folder
+        ident = identify_dataset_dir(child)
+        if ident is not None:
+            found.append(ident)
+    return found
+
+
 def _candidate_dirs(spec: DatasetSpec, root: Path, any_root: bool = False) -> list[Path]:
     """Folders where ``spec`` may live under ``root``, official first.
 
@@ -346,12 +518,42 @@ def _candidate_dirs(spec: DatasetSpec, root: Path, any_root: bool = False) -> li
     return candidates
 
 
+def _refuse_other_dataset(spec: DatasetSpec, folder: Path) -> None:
+    """Stop when ``folder``, given as the ``spec`` dataset itself, is clearly another one.
+
+    Reading DukeMTMC-reID as Occluded-Duke (or Market-1501 as DukeMTMC-reID) would train
+    and evaluate on the wrong split, or fail later on a file name; say it now instead.
+    """
+    ident = identify_dataset_dir(folder)
+    if ident is None or ident.name is None or ident.name == spec.name:
+        return
+    if {ident.name, spec.name} == {"market1501", "synthetic"}:
+        return  # the synthetic set uses Market-1501's layout and names by design
+    if ident.name == "dukemtmc" and spec.name == "occluded_duke":
+        todo = (
+            "Build Occluded-Duke from it with: python -m bpbreid data prepare occluded_duke "
+            f"--duke {folder} --lists <folder with train.list, query.list, gallery.list>."
+        )
+    else:
+        todo = f"Pass --dataset {ident.name} (config: data.name={ident.name}) or the {spec.title} folder."
+    raise DatasetError(
+        f"{folder.resolve()} holds {DATASETS[ident.name].title} ({ident.reason}), not "
+        f"{spec.title}. {todo} {README_HINT}"
+    )
+
+
 def find_dataset_dir(name: str, root: str | Path) -> Path:
-    """The folder of dataset ``name`` under the data ``root`` (or ``root`` itself).
+    """The folder of dataset ``name`` under the data ``root``, or ``root`` itself.
+
+    Every command takes the same ``root``: the data root holding dataset folders, or one
+    dataset folder. Under a data root the official folder names are looked for first, then
+    any sub-folder whose contents are that dataset (:func:`identify_dataset_dir`: a copy
+    kept under another name). A folder given as the dataset itself that is clearly another
+    dataset (DukeMTMC-reID given as Occluded-Duke, ...) is refused.
 
     Raises:
-        DatasetError: the root or the dataset folder is missing; the message says where it
-            looked, what is there and how to get the data.
+        DatasetError: the root or the dataset folder is missing, or it is another dataset;
+            the message says where it looked, what is there and how to get the data.
     """
     spec = get_spec(name)
     root = Path(root).expanduser()
@@ -370,10 +572,27 @@ def find_dataset_dir(name: str, root: str | Path) -> Path:
             f"{', '.join(p.name for p in complete)}. Pass the folder of the one to use."
         )
     if complete:
+        if complete[0] == root:
+            _refuse_other_dataset(spec, root)
         return complete[0]
     for path in candidates:  # exists but lacks its split folders: report those
         if path.is_dir() and path != root:
             return path
+    # A copy under another folder name, recognised by its contents. A DukeMTMC-style copy
+    # whose sizes do not say which of the two it is serves either name it is asked for.
+    duke = spec.name in DUKE_FAMILY_SIZES
+    by_contents = [
+        ident.path
+        for ident in _survey_children(root)
+        if ident.name == spec.name or (duke and ident.name is None and ident.family == "duke")
+    ]
+    if len(by_contents) == 1:
+        return by_contents[0]
+    if len(by_contents) > 1:
+        raise DatasetError(
+            f"Several {spec.title} folders under {root.resolve()}: "
+            f"{', '.join(p.name for p in by_contents)}. Pass the folder of the one to use."
+        )
     looked = ", ".join(str(p) for p in candidates) or str(root)
     present = detect_datasets(root)
     known = f" Recognised datasets there: {', '.join(n for n, _ in present)}." if present else ""
@@ -388,16 +607,23 @@ def find_dataset_dir(name: str, root: str | Path) -> Path:
     )
 
 
-def detect_datasets(root: str | Path) -> list[tuple[str, Path]]:
-    """The datasets whose folders exist under ``root`` (or that ``root`` itself is).
+def survey_datasets(root: str | Path) -> list[Identification]:
+    """Every dataset folder under the data ``root``, or ``root`` itself when it is one.
 
-    Detection uses the folder names (``Market-1501-v15.09.15``, ``Occluded_Duke``, ...);
-    a folder with ``query_holistic/`` next to the Market-1501 folders is the synthetic set.
+    ``root`` is first judged on its own (:func:`identify_dataset_dir`): a dataset folder,
+    whatever its name, is the one answer. Otherwise the official folder names are looked
+    for (``Market-1501-v15.09.15``, ``Occluded_Duke``, ``synthetic/<set>``, ...), then every
+    other sub-folder is judged by its contents. Folders that look like a dataset but cannot
+    be told apart (a renamed DukeMTMC-style copy of unknown split sizes) are returned with
+    ``name`` None and the reason.
     """
     root = Path(root).expanduser()
-    found: list[tuple[str, Path]] = []
     if not root.is_dir():
-        return found
+        return []
+    itself = identify_dataset_dir(root)
+    if itself is not None:
+        return [itself]
+    found: list[Identification] = []
     seen: set[Path] = set()
     for spec in DATASETS.values():
         for path in _candidate_dirs(spec, root):
@@ -407,10 +633,23 @@ def detect_datasets(root: str | Path) -> list[tuple[str, Path]]:
             if (spec.name == "synthetic") != is_synthetic:
                 continue
             seen.add(path.resolve())
-            found.append((spec.name, path))
+            found.append(Identification(path, spec.name, "folder name"))
             if spec.name != "synthetic":
                 break
+    for ident in _survey_children(root):
+        if ident.path.resolve() not in seen:
+            seen.add(ident.path.resolve())
+            found.append(ident)
     return found
+
+
+def detect_datasets(root: str | Path) -> list[tuple[str, Path]]:
+    """``(name, folder)`` of the datasets under ``root`` (or that ``root`` itself is).
+
+    Official folder names first, then folders recognised by their contents; folders that
+    cannot be decided are left out (see :func:`survey_datasets`, which reports them).
+    """
+    return [(i.name, i.path) for i in survey_datasets(root) if i.name is not None]
 
 
 # --------------------------------------------------------------------------------------
@@ -603,6 +842,23 @@ def label_path(dataset_dir: Path, masks_dir: str, folder: str, img_path: Path, s
     return dataset_dir / "masks" / masks_dir / folder / f"{stem}{suffix}"
 
 
+def png_label_path(dataset_dir: Path, png_folder: str, folder: str, img_path: Path) -> Path:
+    """``<dataset>/<png_folder with {split}=folder>/<image stem>.png`` (human-parsing PNGs).
+
+    The convention of the SCHP pseudo-labels that public re-id repositories ship:
+    ``bounding_box_train_parsing_pgt/0002_c1s1_000451_03.png`` beside ``bounding_box_train/``.
+    """
+    stem = os.path.splitext(img_path.name)[0]
+    try:
+        relative = png_folder.format(split=folder)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"model.bpbreid.masks.png_folder='{png_folder}' is not a valid folder pattern "
+            f"({exc}); use {{split}} for the split's image folder, e.g. '{DEFAULT_PNG_FOLDER}'."
+        ) from None
+    return dataset_dir / relative / f"{stem}.png"
+
+
 def _read_subset(
     spec: DatasetSpec,
     dataset_dir: Path,
@@ -612,6 +868,8 @@ def _read_subset(
     mask_index: _MaskIndex,
     missing: list[tuple[str, str]],
     skipped: list[tuple[str, str]],
+    label_source: str = "pifpaf",
+    png_folder: str = "",
 ) -> list[Sample]:
     samples: list[Sample] = []
     for folder in folders:
@@ -636,7 +894,10 @@ def _read_subset(
                 continue  # junk images are ignored (Market-1501 protocol)
             mask = None
             if masks_dir is not None:
-                expected = label_path(dataset_dir, masks_dir, folder.path, img, suffix)
+                if label_source == "parsing_png":
+                    expected = png_label_path(dataset_dir, png_folder, folder.path, img)
+                else:
+                    expected = label_path(dataset_dir, masks_dir, folder.path, img, suffix)
                 if mask_index.exists(expected):
                     mask = str(expected)
                 else:
@@ -652,11 +913,23 @@ def relabel(samples: Iterable[Sample]) -> list[Sample]:
     return [s._replace(pid=mapping[s.pid]) for s in samples]
 
 
-def missing_labels_message(name: str, missing: Sequence[tuple[str, str]], examples: int = 3) -> str:
+def missing_labels_message(
+    name: str,
+    missing: Sequence[tuple[str, str]],
+    label_source: str = "pifpaf",
+    examples: int = 3,
+) -> str:
     """How many label files are missing, a few examples, and how to get them."""
     lines = [f"{len(missing)} parsing-label file(s) missing for {get_spec(name).title}, e.g.:"]
     for img, expected in missing[:examples]:
         lines.append(f"  image {img}\n    expects label {expected}")
+    if label_source == "parsing_png":
+        lines.append(
+            "Human-parsing PNGs (model.bpbreid.masks.source=parsing_png) sit beside the "
+            "images, one per image with the same stem (model.bpbreid.masks.png_folder). To "
+            "train without the unlabelled images: model.bpbreid.masks.missing=drop."
+        )
+        return "\n".join(lines)
     lines.append(
         f"Get the official labels with: {LABELS_HINT.format(name=name)} "
         f"(or generate them: python -m bpbreid labels --help). {README_HINT}"
@@ -668,8 +941,11 @@ def build_dataset(
     name: str,
     root: str | Path,
     masks_dir: str | None = DEFAULT_MASKS_DIR,
-    require_masks: bool = True,
+    require_masks: bool | Collection[str] = True,
     extra_query_sets: Sequence[str] | None = None,
+    label_source: str = "pifpaf",
+    png_folder: str = DEFAULT_PNG_FOLDER,
+    drop_unlabelled: bool = False,
 ) -> ReIDData:
     """Read dataset ``name`` from the data ``root`` (the folder that holds dataset folders).
 
@@ -679,10 +955,17 @@ def build_dataset(
         root: the data root, or the dataset folder itself.
         masks_dir: label folder under ``<dataset>/masks/``; None: do not use labels.
         require_masks: stop when an image has no label file (training with part
-            supervision needs them all). When False, missing labels give
-            ``mask_path=None`` and are listed in :attr:`ReIDData.missing_masks`.
+            supervision needs them all): True for every subset, or the subsets that need
+            them (e.g. ``("train",)``: query and gallery images need no labels at test
+            time). Elsewhere missing labels give ``mask_path=None`` and are listed in
+            :attr:`ReIDData.missing_masks`.
         extra_query_sets: further query folders to read (e.g. ``["query_holistic"]``);
             the dataset's default extra sets are read when present.
+        label_source: ``pifpaf`` (official ``.npy`` under ``masks/<masks_dir>/``) or
+            ``parsing_png`` (``<png_folder>/<stem>.png``, see :func:`png_label_path`).
+        png_folder: the parsing-PNG folder pattern, ``{split}`` = the split's folder.
+        drop_unlabelled: leave training images without a label file out (with a warning
+            saying how many) instead of stopping.
 
     Folder entries that cannot be read (dangling symbolic links, link loops) are left out
     with one warning naming them, and listed in :attr:`ReIDData.skipped`; the images
@@ -697,14 +980,31 @@ def build_dataset(
     index = _MaskIndex()
     missing: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
-    subsets = {
-        role: _read_subset(
-            spec, dataset_dir, role, spec.splits[role], masks_dir, index, missing, skipped
+    if label_source not in ("pifpaf", "parsing_png"):
+        raise ConfigError(
+            f"Unknown label source '{label_source}' (model.bpbreid.masks.source). "
+            "Valid: pifpaf, parsing_png."
         )
-        if role in spec.splits
-        else []
-        for role in ROLES
-    }
+    labels = {"label_source": label_source, "png_folder": png_folder}
+    missing_by_role: dict[str, list[tuple[str, str]]] = {}
+    subsets: dict[str, list[Sample]] = {}
+    for role in ROLES:
+        missing_by_role[role] = []
+        subsets[role] = (
+            _read_subset(
+                spec,
+                dataset_dir,
+                role,
+                spec.splits[role],
+                masks_dir,
+                index,
+                missing_by_role[role],
+                skipped,
+                **labels,
+            )
+            if role in spec.splits
+            else []
+        )
     extras: dict[str, list[Sample]] = {}
     wanted = list(extra_query_sets or [])
     for extra in (*spec.default_extra_queries, *wanted):
@@ -712,12 +1012,36 @@ def build_dataset(
             continue
         if extra not in wanted and not (dataset_dir / extra).is_dir():
             continue  # a default extra set is optional
+        missing_by_role[extra] = []
         extras[extra] = _read_subset(
-            spec, dataset_dir, extra, (SplitFolder(extra),), masks_dir, index, missing, skipped
+            spec,
+            dataset_dir,
+            extra,
+            (SplitFolder(extra),),
+            masks_dir,
+            index,
+            missing_by_role[extra],
+            skipped,
+            **labels,
         )
     warn_skipped(skipped)
-    if masks_dir is not None and require_masks and missing:
-        raise LabelError(missing_labels_message(spec.name, missing))
+    dropped: list[Sample] = []
+    if masks_dir is not None and drop_unlabelled and missing_by_role["train"]:
+        dropped = [s for s in subsets["train"] if s.mask_path is None]
+        subsets["train"] = [s for s in subsets["train"] if s.mask_path is not None]
+        warnings.warn(
+            f"{len(dropped)} of {len(dropped) + len(subsets['train'])} training images of "
+            f"{spec.title} have no label file and are left out of training "
+            f"(model.bpbreid.masks.missing=drop), e.g. {dropped[0].img_path}.",
+            stacklevel=2,
+        )
+        missing_by_role["train"] = []
+    for role_missing in missing_by_role.values():
+        missing.extend(role_missing)
+    needed = set(missing_by_role) if require_masks is True else set(require_masks or ())
+    required_missing = [m for role in needed for m in missing_by_role.get(role, [])]
+    if masks_dir is not None and required_missing:
+        raise LabelError(missing_labels_message(spec.name, required_missing, label_source))
     return ReIDData(
         name=spec.name,
         dataset_dir=dataset_dir,
@@ -728,6 +1052,9 @@ def build_dataset(
         masks_dir=masks_dir,
         missing_masks=missing,
         skipped=skipped,
+        label_source=label_source,
+        png_folder=png_folder,
+        dropped=dropped,
     )
 
 
@@ -760,8 +1087,15 @@ def build_dataset_from_config(
         progress: a progress bar while the synthetic set is generated.
     """
     root = resolve_data_root(cfg.data.root)
+    roles: bool | tuple[str, ...]
     if require_masks is None:
-        require_masks = training_needs_masks(cfg) or testing_needs_masks(cfg)
+        # Training needs the training labels; query and gallery need labels only when the test
+        # itself uses them (external masks).
+        roles = (
+            True if testing_needs_masks(cfg) else ("train",) if training_needs_masks(cfg) else ()
+        )
+    else:
+        roles = require_masks
     name = get_spec(cfg.data.name).name
     if name == "synthetic":
         from bpbreid.data.synthetic import generate
@@ -774,8 +1108,11 @@ def build_dataset_from_config(
         name,
         root,
         masks_dir=cfg.model.bpbreid.masks.dir,
-        require_masks=require_masks,
+        require_masks=roles,
         extra_query_sets=cfg.data.extra_query_sets,
+        label_source=cfg.model.bpbreid.masks.source,
+        png_folder=cfg.model.bpbreid.masks.png_folder,
+        drop_unlabelled=cfg.model.bpbreid.masks.missing == "drop" and training_needs_masks(cfg),
     )
 
 
@@ -878,8 +1215,12 @@ def read_image(path: str | Path) -> np.ndarray:
         ) from exc
 
 
-def read_label(sample: Sample) -> np.ndarray:
-    """The parsing label of ``sample`` as ``float32 [36, h, w]``.
+def read_label(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The parsing label of ``sample`` as ``float32 [C, h, w]``.
+
+    ``C = 36`` PifPaf fields for an official ``.npy`` label; ``C = 10`` body regions for a
+    human-parsing ``.png`` (:data:`bpbreid.data.parsing.PNG_REGIONS`), shrunk to ``size`` by
+    area averaging when given (a PNG has the image's full resolution; the targets need 1/4).
 
     Raises:
         LabelReadError: no label path, a missing file (names image and label) or a bad
@@ -892,10 +1233,10 @@ def read_label(sample: Sample) -> np.ndarray:
             + ". Get the official labels with: python -m bpbreid data download-labels "
             "<dataset> <data root>. " + README_HINT
         )
-    from bpbreid.data.parsing import load_parsing_label
+    from bpbreid.data.parsing import label_source_of_file
 
     try:
-        return load_parsing_label(sample.mask_path)
+        return label_source_of_file(sample.mask_path).read(sample.mask_path, size)
     except LabelReadError:
         raise
     except LabelError as exc:
@@ -921,6 +1262,7 @@ class ImageDataset(Dataset):
             target_masks | None)``, e.g. :func:`bpbreid.data.transforms.build_transforms`.
             None: the image as a ``[3, H0, W0]`` tensor in [0, 1], no targets.
         load_masks: read the parsing labels (when every sample has one).
+        label_size: ``(h, w)`` parsing PNGs are shrunk to when read (see :func:`read_label`).
     """
 
     def __init__(
@@ -928,8 +1270,10 @@ class ImageDataset(Dataset):
         samples: Sequence[Sample],
         transform: Transform | None = None,
         load_masks: bool = True,
+        label_size: tuple[int, int] | None = None,
     ) -> None:
         self.samples = list(samples)
+        self.label_size = label_size
         self.transform = transform
         # All or none: a batch mixing items with and without targets cannot be collated.
         self.load_masks = (
@@ -942,7 +1286,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         image = read_image(sample.img_path)
-        fields = read_label(sample) if self.load_masks else None
+        fields = read_label(sample, self.label_size) if self.load_masks else None
         if self.transform is not None:
             image_tensor, target_masks = self.transform(image, fields)
         else:
@@ -956,6 +1300,17 @@ class ImageDataset(Dataset):
         if target_masks is not None:
             item["target_masks"] = target_masks
         return item
+
+
+def label_size(cfg: Config) -> tuple[int, int]:
+    """The resolution parsing PNGs are read at: that of the training targets (1/4 of the image).
+
+    The official PifPaf fields are coarser still (about 1/8); a full-resolution PNG would cost
+    ``C H W`` floats per image in memory and per augmentation for no gain in the targets.
+    """
+    from bpbreid.data.transforms import MASK_STRIDE
+
+    return (max(1, cfg.data.height // MASK_STRIDE), max(1, cfg.data.width // MASK_STRIDE))
 
 
 def build_loaders(
@@ -1038,7 +1393,12 @@ def build_loaders(
         else:
             generator = torch.Generator().manual_seed(cfg.train.seed + rank)
             loaders["train"] = DataLoader(
-                ImageDataset(data.train, build_transforms(cfg, train=True), load_masks=train_masks),
+                ImageDataset(
+                    data.train,
+                    build_transforms(cfg, train=True),
+                    load_masks=train_masks,
+                    label_size=label_size(cfg),
+                ),
                 batch_size=cfg.train.batch_size,
                 sampler=sampler,
                 drop_last=True,
@@ -1050,7 +1410,9 @@ def build_loaders(
         if name == "train" or not samples:
             continue
         loaders[name] = DataLoader(
-            ImageDataset(samples, test_transform, load_masks=test_masks),
+            ImageDataset(
+                samples, test_transform, load_masks=test_masks, label_size=label_size(cfg)
+            ),
             batch_size=cfg.test.batch_size,
             shuffle=False,
             drop_last=False,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,8 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bpbreid.errors import ConfigError
-from bpbreid.errors import LabelError
+from bpbreid.errors import ConfigError, LabelError
 from bpbreid.parts import (  # noqa: F401  (re-exported: the names lived here first)
     _GROUPING_INDICES,
     FIELD_INDEX,
@@ -293,11 +293,13 @@ def resize_maps(maps: ArrayLike, size: tuple[int, int], mode: str = "bilinear") 
     leading_dims = array.shape[:-3]
     flat = array.reshape(-1, *array.shape[-2:])  # [C', h, w]
     out = np.empty((flat.shape[0], height, width), dtype=array.dtype)
-    # OpenCV resizes at most 512 channels at once; chunk to stay within that.
-    for start in range(0, flat.shape[0], 512):
-        chunk = np.ascontiguousarray(flat[start : start + 512].transpose(1, 2, 0))
+    # OpenCV resizes at most 512 channels at once, and its area resize at a non-integer scale
+    # at most 4: chunk to stay within that.
+    step = 4 if mode == "area" else 512
+    for start in range(0, flat.shape[0], step):
+        chunk = np.ascontiguousarray(flat[start : start + step].transpose(1, 2, 0))
         resized = cv2.resize(chunk, (width, height), interpolation=flags[mode])
-        out[start : start + 512] = resized.reshape(height, width, -1).transpose(2, 0, 1)
+        out[start : start + step] = resized.reshape(height, width, -1).transpose(2, 0, 1)
     return out.reshape(*leading_dims, array.shape[-3], height, width)
 
 
@@ -465,10 +467,11 @@ LIP_CLASSES: tuple[str, ...] = (
 )
 
 # Each LIP class covers one or more body regions. Left/right are the person's own sides
-# (as in COCO keypoints). Classes that do not say which side (gloves, pants, skirt, socks)
-# cover both sided regions: a pixel may then belong to two parts, as it may with
-# overlapping keypoint fields. The classes in LIP_SPLIT_CLASSES span the torso and the legs:
-# the upper half of their rows in the image counts as torso, the lower half as both legs.
+# (as in COCO keypoints; in SCHP labels of Market-1501 the "left arm" is on the image's right in
+# 85% of the images that show a face). Classes that do not say which side (gloves, pants, skirt,
+# socks, the lower half of a dress) cover a left/right pair of regions and are split between
+# them by the person's own sides (see :func:`png_regions`). The classes in LIP_SPLIT_CLASSES span
+# the torso and the legs: the upper half of their rows counts as torso, the lower half as legs.
 LIP_CLASS_REGIONS: dict[str, tuple[str, ...]] = {
     "background": (),
     "hat": ("head",),
@@ -492,13 +495,31 @@ LIP_CLASS_REGIONS: dict[str, tuple[str, ...]] = {
     "right_shoe": ("right_foot",),
 }
 LIP_SPLIT_CLASSES: frozenset[str] = frozenset({"dress", "jumpsuits"})
+# Classes that name a side, as (left class, right class): they tell which way the person faces.
+LIP_SIDED_PAIRS: tuple[tuple[int, int], ...] = ((14, 15), (16, 17), (18, 19))
+
+# The body regions a class map is turned into (the channels of a parsing-PNG label). 'torso_upper'
+# and 'torso_lower' split the torso-and-arms area at the middle row of its extent (the vertical
+# split of 'five_v' has no parsing class).
+PNG_REGIONS: tuple[str, ...] = (
+    "head",
+    "left_arm",
+    "right_arm",
+    "torso",
+    "left_leg",
+    "right_leg",
+    "left_foot",
+    "right_foot",
+    "torso_upper",
+    "torso_lower",
+)
+_REGION_INDEX = {name: i for i, name in enumerate(PNG_REGIONS)}
 
 _ARMS = ("left_arm", "right_arm")
 _LEGS = ("left_leg", "right_leg")
 _FEET_REGIONS = ("left_foot", "right_foot")
 
-# Grouping -> {part: regions}. 'torso_upper' / 'torso_lower' split the torso-and-arms area at
-# the middle row of its extent (the vertical split of 'five_v' has no parsing class).
+# Grouping -> {part: regions}, merged as the keypoint groupings merge fields.
 PNG_GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
     "one": {"full": ("head", *_ARMS, "torso", *_LEGS, *_FEET_REGIONS)},
     "two": {
@@ -556,6 +577,15 @@ PNG_GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 PNG_GROUPINGS["two_v"] = PNG_GROUPINGS["two"]
+_PNG_GROUPING_INDICES: dict[str, tuple[np.ndarray, ...]] = {
+    key: tuple(np.array([_REGION_INDEX[r] for r in regions]) for regions in parts.values())
+    for key, parts in PNG_GROUPINGS.items()
+}
+# REGION_FLIP_PERMUTATION[i] = the region that region i becomes after a horizontal flip.
+REGION_FLIP_PERMUTATION: tuple[int, ...] = tuple(
+    _REGION_INDEX[n.replace("left", "\0").replace("right", "left").replace("\0", "right")]
+    for n in PNG_REGIONS
+)
 
 
 def _split_rows(pixels: np.ndarray) -> np.ndarray:
@@ -567,43 +597,108 @@ def _split_rows(pixels: np.ndarray) -> np.ndarray:
     return pixels & (np.arange(pixels.shape[0])[:, None] < middle)
 
 
-def _region_maps(class_map: np.ndarray) -> dict[str, np.ndarray]:
-    """Boolean ``[h, w]`` map of every body region of a LIP class map."""
-    regions: dict[str, np.ndarray] = {}
+def facing_camera(class_map: np.ndarray) -> bool:
+    """Whether the person's own left appears on the image's right (the person faces us).
+
+    Every pixel of a class that names a side votes: a left-arm/leg/shoe pixel to the right of
+    the person's centre column (the mean column of all person pixels) says "facing", one to the
+    left says "back turned"; right-side classes vote the other way. With no vote either way
+    (no sided class, or a tie) the person is taken as facing the camera.
+    """
+    person = class_map > 0
+    if not person.any():
+        return True
+    columns = np.nonzero(person)[1]
+    centre = columns.mean()
+    votes = 0.0
+    for left_class, right_class in LIP_SIDED_PAIRS:
+        votes += np.sign(np.nonzero(class_map == left_class)[1] - centre).sum()
+        votes -= np.sign(np.nonzero(class_map == right_class)[1] - centre).sum()
+    return bool(votes >= 0)
+
+
+def _split_sides(
+    pixels: np.ndarray, facing: bool, centre: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(left, right)``: the pixels of a side-less class on the person's left and right sides.
+
+    The dividing column is, per row, the middle of the class's own extent in that row (pants
+    and skirts follow the legs as they part), or the fixed column ``centre`` (gloves: the two
+    hands are far apart, a row may hold one). A pixel on the dividing column belongs to both.
+    """
+    columns = np.arange(pixels.shape[1], dtype=np.float64)[None, :]
+    if centre is None:
+        rows = pixels.any(axis=1)
+        first = np.where(rows, pixels.argmax(axis=1), 0)
+        last = np.where(rows, pixels.shape[1] - 1 - pixels[:, ::-1].argmax(axis=1), 0)
+        middle = ((first + last) / 2.0)[:, None]
+    else:
+        middle = np.full((pixels.shape[0], 1), centre)
+    image_left = pixels & (columns <= middle)
+    image_right = pixels & (columns >= middle)
+    return (image_right, image_left) if facing else (image_left, image_right)
+
+
+def png_regions(class_map: np.ndarray) -> np.ndarray:
+    """The body regions of a LIP/SCHP class map: boolean ``[R, h, w]`` (``R`` = :data:`PNG_REGIONS`).
+
+    Sided classes (left arm, right shoe, ...) go to their region. Side-less ones (glove, pants,
+    skirt, socks, the lower half of a dress or jumpsuit) are split between the left and the right
+    region by the person's own sides: :func:`facing_camera` says which image side is the
+    person's left, and :func:`_split_sides` divides the class at its middle. Giving them to both
+    sides instead would make every such pixel a tie between the left and the right part, and the
+    argmax of the training targets gives ties to the first (left) part: on SCHP labels of
+    Market-1501, 15.7% of the pixels would go to the left leg and 2.0% to the right one.
+    """
+    class_map = np.asarray(class_map)
+    if class_map.ndim != 2:
+        raise ValueError(f"class_map must be [h, w], got shape {class_map.shape}")
+    regions = np.zeros((len(PNG_REGIONS), *class_map.shape), dtype=bool)
+    if not (class_map > 0).any():
+        return regions
+    facing = facing_camera(class_map)
+    centre = float(np.nonzero(class_map > 0)[1].mean())
     for class_id, name in enumerate(LIP_CLASSES):
+        covered = LIP_CLASS_REGIONS[name]
+        if not covered:
+            continue
         pixels = class_map == class_id
         if not pixels.any():
             continue
-        split = name in LIP_SPLIT_CLASSES
-        upper = _split_rows(pixels) if split else pixels
-        lower = pixels & ~upper if split else pixels
-        for region in LIP_CLASS_REGIONS[name]:
-            covered = upper if region == "torso" else lower
-            regions[region] = regions[region] | covered if region in regions else covered
+        if name in LIP_SPLIT_CLASSES:
+            upper = _split_rows(pixels)
+            regions[_REGION_INDEX["torso"]] |= upper
+            pixels = pixels & ~upper
+            covered = tuple(r for r in covered if r != "torso")
+        if len(covered) == 1:
+            regions[_REGION_INDEX[covered[0]]] |= pixels
+            continue
+        left_region, right_region = covered  # a left/right pair
+        left, right = _split_sides(pixels, facing, centre if name == "glove" else None)
+        regions[_REGION_INDEX[left_region]] |= left
+        regions[_REGION_INDEX[right_region]] |= right
     # The torso-and-arms area split at the middle of its rows (the two trunk parts of 'five_v').
-    empty = np.zeros(class_map.shape, dtype=bool)
-    trunk = empty | regions.get("torso", empty) | regions.get("left_arm", empty)
-    trunk |= regions.get("right_arm", empty)
-    regions["torso_upper"] = _split_rows(trunk)
-    regions["torso_lower"] = trunk & ~regions["torso_upper"]
+    trunk = regions[[_REGION_INDEX[r] for r in ("torso", *_ARMS)]].any(axis=0)
+    regions[_REGION_INDEX["torso_upper"]] = _split_rows(trunk)
+    regions[_REGION_INDEX["torso_lower"]] = trunk & ~regions[_REGION_INDEX["torso_upper"]]
     return regions
 
 
 def parsing_map_to_parts(class_map: np.ndarray, grouping: str) -> np.ndarray:
     """Turn a LIP/SCHP class map (20 classes) into ``K`` binary part masks.
 
-    Classes go to body regions (:data:`LIP_CLASS_REGIONS`), regions to parts
-    (:data:`PNG_GROUPINGS`). For ``eight``::
+    Classes go to body regions (:func:`png_regions`), regions to parts (:data:`PNG_GROUPINGS`).
+    For ``eight``::
 
         part             LIP classes
         head_mask        1 hat, 2 hair, 4 sunglasses, 13 face
-        left_arm_mask    14 left-arm, 3 glove
-        right_arm_mask   15 right-arm, 3 glove
+        left_arm_mask    14 left-arm, 3 glove (its half on the person's left)
+        right_arm_mask   15 right-arm, 3 glove (the other half)
         torso_mask       5 upper-clothes, 7 coat, 11 scarf, upper half of 6 dress / 10 jumpsuits
-        left_leg_mask    16 left-leg, 9 pants, 12 skirt, lower half of 6 dress / 10 jumpsuits
-        right_leg_mask   17 right-leg, 9 pants, 12 skirt, lower half of 6 dress / 10 jumpsuits
-        left_feet_mask   18 left-shoe, 8 socks
-        right_feet_mask  19 right-shoe, 8 socks
+        left_leg_mask    16 left-leg, the left half of 9 pants, 12 skirt, lower 6 dress / 10 jumpsuits
+        right_leg_mask   17 right-leg, the right half of the same
+        left_feet_mask   18 left-shoe, the left half of 8 socks
+        right_feet_mask  19 right-shoe, the right half of 8 socks
         (none)           0 background
 
     The other groupings merge these regions as their keypoint versions merge fields (``four``:
@@ -617,26 +712,35 @@ def parsing_map_to_parts(class_map: np.ndarray, grouping: str) -> np.ndarray:
         grouping: the part grouping.
 
     Returns:
-        ``float32 [K, h, w]`` with values 0 or 1 (parts may overlap where a class covers
-        both sides, e.g. pants on both legs).
+        ``float32 [K, h, w]`` with values 0 or 1.
     """
     if grouping not in PNG_GROUPINGS:
         raise ConfigError(
             f"Part grouping '{grouping}' is not available for parsing PNGs. "
             f"Valid groupings: {', '.join(PNG_GROUPINGS)}."
         )
-    class_map = np.asarray(class_map)
-    if class_map.ndim != 2:
-        raise ValueError(f"class_map must be [h, w], got shape {class_map.shape}")
-    regions = _region_maps(class_map)
-    empty = np.zeros(class_map.shape, dtype=bool)
-    parts = []
-    for part_regions in PNG_GROUPINGS[grouping].values():
-        mask = empty
-        for region in part_regions:
-            mask = mask | regions.get(region, empty)
-        parts.append(mask)
-    return np.stack(parts).astype(np.float32)
+    return group_regions(png_regions(class_map).astype(np.float32), grouping)
+
+
+def group_regions(regions: ArrayLike, grouping: str) -> ArrayLike:
+    """Group parsing-PNG regions ``[..., R, h, w]`` into ``K`` part masks (max over regions)."""
+    if grouping not in PNG_GROUPINGS:
+        raise ConfigError(
+            f"Part grouping '{grouping}' is not available for parsing PNGs. "
+            f"Valid groupings: {', '.join(PNG_GROUPINGS)}."
+        )
+    if regions.shape[-3] != len(PNG_REGIONS):
+        raise ValueError(
+            f"regions must be [..., {len(PNG_REGIONS)}, h, w], got shape {tuple(regions.shape)}"
+        )
+    indices = _PNG_GROUPING_INDICES[grouping]
+    if isinstance(regions, torch.Tensor):
+        parts = [
+            regions[..., torch.as_tensor(idx, device=regions.device), :, :].amax(dim=-3)
+            for idx in indices
+        ]
+        return torch.stack(parts, dim=-3)
+    return np.stack([regions[..., idx, :, :].max(axis=-3) for idx in indices], axis=-3)
 
 
 def load_parsing_png(path: str | Path) -> np.ndarray:
@@ -671,3 +775,117 @@ def load_parsing_png(path: str | Path) -> np.ndarray:
             f"(LIP classes: {', '.join(LIP_CLASSES)})."
         )
     return class_map
+
+
+# --------------------------------------------------------------------------------------
+# Label sources: what a label file holds and how its channels become parts
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """One kind of label file: its channels, how they group into parts and mirror.
+
+    Both kinds become a ``float32 [C, h, w]`` stack of maps in [0, 1] whose part ``k`` is the
+    maximum over the channels of its group, so one augmentation pipeline serves both:
+
+    - ``pifpaf``: the official ``.npy`` files, ``C = 36`` PifPaf fields (:data:`FIELD_NAMES`);
+    - ``parsing_png``: LIP/SCHP class-map PNGs, ``C = 10`` binary body regions
+      (:data:`PNG_REGIONS`, from :func:`png_regions`).
+
+    Attributes:
+        name: ``pifpaf`` | ``parsing_png`` (``model.bpbreid.masks.source``).
+        channels: the channel names.
+        flip_permutation: ``[C]`` the channel each channel becomes after a horizontal flip.
+        suffix: file suffix of the labels of this source.
+    """
+
+    name: str
+    channels: tuple[str, ...]
+    flip_permutation: tuple[int, ...]
+    suffix: str
+
+    @property
+    def groupings(self) -> dict[str, tuple[np.ndarray, ...]]:
+        return _GROUPING_INDICES if self.name == "pifpaf" else _PNG_GROUPING_INDICES
+
+    def check_grouping(self, grouping: str) -> None:
+        """Refuse a grouping this source cannot form (ConfigError naming the valid ones)."""
+        num_parts(grouping)
+        if grouping not in self.groupings:
+            raise ConfigError(
+                f"Part grouping '{grouping}' (model.bpbreid.masks.preprocess) is not available "
+                f"for {self.name} labels. Valid: {', '.join(self.groupings)}."
+            )
+
+    def grouping_indices(self, grouping: str) -> tuple[tuple[int, ...], ...]:
+        """For each of the ``K`` parts, the channels whose maximum it is."""
+        self.check_grouping(grouping)
+        return tuple(tuple(int(i) for i in idx) for idx in self.groupings[grouping])
+
+    def group(self, stack: ArrayLike, grouping: str) -> ArrayLike:
+        """``[..., C, h, w]`` -> ``[..., K, h, w]`` part masks."""
+        if self.name == "pifpaf":
+            return group_fields(stack, grouping)
+        self.check_grouping(grouping)
+        return group_regions(stack, grouping)
+
+    def flip(self, stack: ArrayLike) -> ArrayLike:
+        """Mirror ``[..., C, h, w]`` along the width and swap left/right channels."""
+        if stack.shape[-3] != len(self.channels):
+            raise ValueError(
+                f"{self.name} labels are [..., {len(self.channels)}, h, w], "
+                f"got shape {tuple(stack.shape)}"
+            )
+        if isinstance(stack, torch.Tensor):
+            perm = torch.as_tensor(self.flip_permutation, device=stack.device)
+            return stack.index_select(-3, perm).flip(-1)
+        return np.ascontiguousarray(stack[..., list(self.flip_permutation), :, ::-1])
+
+    def read(self, path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+        """One label file as ``float32 [C, h, w]``.
+
+        Args:
+            path: the label file.
+            size: ``(h, w)`` to shrink a parsing PNG to (area averaging: a region's share of
+                each block); the PifPaf fields keep their own (low) resolution.
+        """
+        if self.name == "pifpaf":
+            return load_parsing_label(path)
+        regions = png_regions(load_parsing_png(path)).astype(np.float32)
+        if size is not None:
+            regions = np.clip(resize_maps(regions, size, mode="area"), 0.0, 1.0)
+        return regions
+
+
+LABEL_SOURCES: dict[str, LabelSource] = {
+    "pifpaf": LabelSource("pifpaf", FIELD_NAMES, FLIP_PERMUTATION, ".npy"),
+    "parsing_png": LabelSource("parsing_png", PNG_REGIONS, REGION_FLIP_PERMUTATION, ".png"),
+}
+
+
+def label_source(name: str) -> LabelSource:
+    """The :class:`LabelSource` called ``name`` (``pifpaf`` | ``parsing_png``)."""
+    if name not in LABEL_SOURCES:
+        raise ConfigError(
+            f"Unknown label source '{name}' (model.bpbreid.masks.source). "
+            f"Valid: {', '.join(LABEL_SOURCES)}."
+        )
+    return LABEL_SOURCES[name]
+
+
+def label_source_of_file(path: str | Path) -> LabelSource:
+    """The source of a label file from its name: ``.png`` -> parsing_png, else pifpaf."""
+    return LABEL_SOURCES["parsing_png" if str(path).lower().endswith(".png") else "pifpaf"]
+
+
+def load_label_parts(
+    path: str | Path, grouping: str, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The ``K`` part masks ``float32 [K, h, w]`` of any label file (``.npy`` fields or ``.png``).
+
+    What the mask figures draw (e.g. :func:`bpbreid.viz.masks.show_overlay`) for a labelled
+    image, whichever source its label comes from.
+    """
+    source = label_source_of_file(path)
+    return source.group(source.read(path, size), grouping)

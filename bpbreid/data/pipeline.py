@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 
 from bpbreid.errors import ConfigError
-from bpbreid.parts import _GROUPING_INDICES, num_parts
+from bpbreid.parts import num_parts
 
 if TYPE_CHECKING:
     from bpbreid.config import Config
@@ -87,7 +87,7 @@ PIPELINES: tuple[str, ...] = ("reference", "tensor")
 
 
 def label_field_sets(
-    grouping: str, flip: bool
+    grouping: str, flip: bool, source: str = "pifpaf"
 ) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...], tuple[int, ...]]:
     """The field sets the cache stores, and which of them each part reads, plain and flipped.
 
@@ -100,16 +100,18 @@ def label_field_sets(
         ``(sets, plain, flipped)``: the ``C`` field sets (field indices, sorted), and for each of
         the ``K`` parts the channel it reads without and with a flip.
     """
-    from bpbreid.data.parsing import FLIP_PERMUTATION
+    from bpbreid.data.parsing import label_source
 
-    num_parts(grouping)  # an unknown grouping names the valid ones
-    sets = [tuple(sorted(int(i) for i in idx)) for idx in _GROUPING_INDICES[grouping]]
+    # The 36 PifPaf fields, or the body regions of parsing PNGs; an unknown grouping names the
+    # valid ones.
+    labels = label_source(source)
+    sets = [tuple(sorted(idx)) for idx in labels.grouping_indices(grouping)]
     plain = tuple(range(len(sets)))
     flipped = plain
     if flip:
         chosen = []
         for part in range(len(plain)):
-            mirrored = tuple(sorted(FLIP_PERMUTATION[i] for i in sets[part]))
+            mirrored = tuple(sorted(labels.flip_permutation[i] for i in sets[part]))
             if mirrored not in sets:
                 sets.append(mirrored)
             chosen.append(sets.index(mirrored))
@@ -210,6 +212,8 @@ def build_cache(
     threads: int = 1,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    source: str = "pifpaf",
+    label_size: tuple[int, int] | None = None,
 ) -> DecodedCache:
     """Decode every image and read every label of ``samples`` once.
 
@@ -227,6 +231,8 @@ def build_cache(
         cache_dir: keep the images in a memory-mapped scratch file there (sets larger than
             memory); None: in memory.
         progress: show a progress bar.
+        source: the label kind (``model.bpbreid.masks.source``).
+        label_size: ``(h, w)`` parsing PNGs are read at (see ``read_label``).
 
     Returns:
         A :class:`DecodedCache` in host memory.
@@ -242,7 +248,7 @@ def build_cache(
     load_masks = load_masks and bool(samples) and all(s.mask_path for s in samples)
     if load_masks and grouping is None:
         raise ValueError("build_cache needs the part grouping to read labels.")
-    sets = label_field_sets(grouping, flip)[0] if load_masks and grouping else ()
+    sets = label_field_sets(grouping, flip, source)[0] if load_masks and grouping else ()
     # The reference's resize (image part): same call, same pixels.
     resize = A.Resize(height, width, interpolation=cv2.INTER_LINEAR)
     shape = (count, 3, height, width)
@@ -255,7 +261,7 @@ def build_cache(
         images[index] = image.transpose(2, 0, 1)
         if not load_masks:
             return None
-        fields = read_label(sample)
+        fields = read_label(sample, label_size)
         return np.stack([fields[list(s)].max(axis=0) for s in sets]).astype(np.float32)
 
     bar = tqdm(total=count, desc="decoding", unit="img", leave=False, disable=not progress)
@@ -414,6 +420,11 @@ class BatchAugment:
         from bpbreid.data.transforms import MASK_STRIDE, FlipWithFieldSwap, GroupFields
 
         self.height, self.width = reference.height, reference.width
+        if getattr(reference, "targets", "area") != "area":
+            # Nearest-resized labels and 1-in-16 target pixels are not implemented here.
+            raise ConfigError(
+                self._unsupported("model.bpbreid.masks.targets=official (the official targets)")
+            )
         self.strategy = reference.strategy
         self.threshold = reference.threshold
         self.softmax_weight = reference.softmax_weight
@@ -466,6 +477,11 @@ class BatchAugment:
                 self.erase_scale = (float(step.scale[0]), float(step.scale[1]))
                 self.erase_ratio = (float(step.ratio[0]), float(step.ratio[1]))
                 self.fill = (int(fill[0]), int(fill[1]), int(fill[2]))
+            elif isinstance(step, A.CoarseDropout):
+                # data.erasing=official: a box on the normalized float image, not implemented.
+                raise ConfigError(
+                    self._unsupported("data.erasing=official (erasing after normalization)")
+                )
             elif isinstance(step, A.Normalize):
                 seen.append("normalize")
                 # The reference's own table: uint8 images are normalised through a lookup.
@@ -488,7 +504,9 @@ class BatchAugment:
         if ("pad" in seen) != ("crop" in seen):
             raise ConfigError(self._unsupported("a crop without its padding"))
         if flipped_channels is None:
-            flipped_channels = label_field_sets(reference.grouping, self.flip_p > 0)[2]
+            flipped_channels = label_field_sets(
+                reference.grouping, self.flip_p > 0, reference.source
+            )[2]
         self.plain = torch.arange(num_parts(reference.grouping))
         self.flipped = torch.as_tensor(list(flipped_channels))
         self.gray_weights, self.gray_shift = _gray_weights() if self.jitter_p else ((0, 0, 0), 0)
@@ -844,8 +862,11 @@ class TensorTrainLoader:
         cache_dir: str | Path | None = None,
         device_cache_mb: float = 4096,
         progress: bool = True,
+        source: str = "pifpaf",
+        label_size: tuple[int, int] | None = None,
     ) -> None:
         self.samples = list(samples)
+        self.source, self.label_size = source, label_size
         self.sampler = sampler
         self.augment = augment
         self.device = torch.device(device)
@@ -876,6 +897,7 @@ class TensorTrainLoader:
         progress: bool = True,
     ) -> TensorTrainLoader:
         """The tensor pipeline of ``cfg`` (``data.*`` and ``model.bpbreid.masks``)."""
+        from bpbreid.data.datasets import label_size
         from bpbreid.data.transforms import canonical_transforms
 
         data = cfg.data
@@ -892,6 +914,8 @@ class TensorTrainLoader:
             cache_dir=data.cache_dir,
             device_cache_mb=data.device_cache_mb,
             progress=progress,
+            source=cfg.model.bpbreid.masks.source,
+            label_size=label_size(cfg),
         )
 
     def __repr__(self) -> str:
@@ -913,6 +937,8 @@ class TensorTrainLoader:
                 threads=self.threads,
                 cache_dir=self.cache_dir,
                 progress=self.progress,
+                source=self.source,
+                label_size=self.label_size,
             )
             fits = cache.nbytes <= self.device_cache_mb * 2**20
             if self.device.type != "cpu" and fits and self.cache_dir is None:

@@ -29,9 +29,23 @@ averaging before the background rule, so a target pixel sees its whole 4x4 block
 one pixel of it. With ``'threshold'`` the hard labels agree with the official ones away from
 part borders.
 
-Random erasing is albumentations' ``Erasing`` with torchreid's settings, not torchreid's
-sampler: the area is uniform up to the largest box that fits at every aspect ratio (for a 2:1
-image 15 %, not 40 %), and the aspect ratio is uniform (not log-uniform) in the range that fits.
+Random erasing (``data.erasing: area_ratio``, the default) is albumentations' ``Erasing`` with
+torchreid's settings, not torchreid's sampler: the area is uniform up to the largest box that
+fits at every aspect ratio (for a 2:1 image 15 %, not 40 %), and the aspect ratio is uniform (not
+log-uniform) in the range that fits.
+
+The official recipe, as options (the paper configs use them; docs/fidelity.md):
+
+* ``data.erasing: official``: one box whose height and width are integers drawn uniformly in
+  ``[int(0.15 H), int(0.65 H)]`` and ``[int(0.15 W), int(0.65 W)]``, placed uniformly, with
+  p 0.5, *after* normalization, filled with the values (0.485, 0.456, 0.406) of the normalized
+  image (a light grey, not the mean colour); the part maps are 0 there.
+* ``model.bpbreid.masks.targets: official``: the part maps are resized to the image size by
+  nearest neighbour (blocky borders), the background rule and softmax are taken at full size
+  and the targets keep one pixel of every 4x4 block (nearest); the pixel loss then resizes them
+  bilinearly with aligned corners to the logits and takes the argmax
+  (:func:`bpbreid.losses.part_attention_loss`). Grouping first is exact here: the max over a
+  part's fields commutes with nearest resizing, padding and erasing.
 
 The same pipeline exists as batch tensor operations on a decode-once cache
 (``data.pipeline: tensor``, :mod:`bpbreid.data.pipeline`); ``tests/test_pipeline.py`` checks
@@ -39,7 +53,8 @@ that both give the same pixels for the same random parameters.
 
 Reference:
     bpbreid c0db006, ``torchreid/data/transforms.py`` (pipeline, pad 10 px, colour jitter
-    defaults brightness 0.2 / contrast 0.15 / p 0.5, masks erased to 0).
+    defaults brightness 0.2 / contrast 0.15 / p 0.5, erasing box and fill, masks erased to 0),
+    ``torchreid/data/masks_transforms/mask_transform.py`` (background, nearest to 1/4).
     Zhong et al. "Random Erasing Data Augmentation", AAAI 2020 (area 2-40 %, aspect 0.3-3.3,
     p 0.5 as in torchreid).
 """
@@ -58,13 +73,14 @@ import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from bpbreid.config import Config, ConfigError
 from bpbreid.data.parsing import (
-    NUM_FIELDS,
     check_grouping,
     flip_fields,
     group_fields,
+    label_source,
     part_targets,
     resize_maps,
 )
@@ -75,6 +91,12 @@ PAD_REFERENCE_WIDTH = 128
 ERASE_SCALE = (0.02, 0.4)  # torchreid RandomErasing: erased area as a fraction of the image
 ERASE_RATIO = (0.3, 1 / 0.3)  # aspect ratio range of the erased rectangle
 COLOR_JITTER = {"brightness": 0.2, "contrast": 0.15, "saturation": 0.0, "hue": 0.0, "p": 0.5}
+# data.erasing=official: box sides as fractions of the image sides (truncated to pixels), and
+# the fill written into the normalized image (the same numbers whatever data.norm_mean is).
+OFFICIAL_ERASE_SIDES = (0.15, 0.65)
+OFFICIAL_ERASE_FILL = (0.485, 0.456, 0.406)
+ERASING_MODES = ("area_ratio", "official")  # data.erasing
+TARGET_MODES = ("area", "official")  # model.bpbreid.masks.targets
 
 # Names accepted in cfg.data.transforms: short names and the official long aliases.
 TRANSFORM_ALIASES: dict[str, str] = {
@@ -91,27 +113,43 @@ TRANSFORM_ALIASES: dict[str, str] = {
 
 
 class FlipWithFieldSwap(A.HorizontalFlip):
-    """Horizontal flip whose ``masks`` are the 36 fields ``[36, h, w]``: mirror + left/right swap."""
+    """Horizontal flip whose ``masks`` are label channels ``[C, h, w]``: mirror + left/right swap.
+
+    ``source`` names the label kind (:data:`bpbreid.data.parsing.LABEL_SOURCES`): the 36 PifPaf
+    fields by default, or the body regions of a parsing PNG.
+    """
+
+    def __init__(self, p: float = 0.5, source: str = "pifpaf"):
+        super().__init__(p=p)
+        self.source = source
 
     def apply_to_masks(self, masks: np.ndarray, **params: Any) -> np.ndarray:
-        return np.ascontiguousarray(flip_fields(masks))
+        if self.source == "pifpaf":
+            return np.ascontiguousarray(flip_fields(masks))
+        return np.ascontiguousarray(label_source(self.source).flip(masks))
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("p", "source")
 
 
 class GroupFields(A.DualTransform):
-    """Group the 36 field ``masks`` ``[36, h, w]`` into ``K`` part masks ``[K, h, w]``."""
+    """Group label channels ``[C, h, w]`` (36 fields, or PNG regions) into ``[K, h, w]`` parts."""
 
-    def __init__(self, grouping: str, p: float = 1.0):
+    def __init__(self, grouping: str, p: float = 1.0, source: str = "pifpaf"):
         super().__init__(p=p)
         self.grouping = grouping
+        self.source = source
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return img
 
     def apply_to_masks(self, masks: np.ndarray, **params: Any) -> np.ndarray:
-        return np.ascontiguousarray(group_fields(masks, self.grouping))
+        if self.source == "pifpaf":
+            return np.ascontiguousarray(group_fields(masks, self.grouping))
+        return np.ascontiguousarray(label_source(self.source).group(masks, self.grouping))
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("grouping",)
+        return ("grouping", "source")
 
 
 def canonical_transforms(names: Sequence[str]) -> list[str]:
@@ -154,8 +192,16 @@ class ReIDTransform:
         softmax_weight: float,
         seed: int,
         steps: Sequence[str],
+        targets: str = "area",
+        source: str = "pifpaf",
     ):
+        if targets not in TARGET_MODES:
+            raise ConfigError(
+                f"Unknown model.bpbreid.masks.targets '{targets}'. Valid: {', '.join(TARGET_MODES)}."
+            )
         self.compose = compose
+        self.targets = targets
+        self.source = source
         self.height, self.width = height, width
         self.grouping = grouping
         self.strategy, self.threshold, self.softmax_weight = strategy, threshold, softmax_weight
@@ -192,7 +238,8 @@ class ReIDTransform:
 
         Args:
             image: ``uint8 [H0, W0, 3]`` RGB.
-            fields: ``[36, h, w]`` parsing fields in [0, 1] (any resolution), or None.
+            fields: ``[C, h, w]`` label channels in [0, 1] (any resolution), or None: the 36
+                PifPaf fields, or the body regions of a parsing PNG (``source``).
 
         Returns:
             ``(image, target_masks)``: ``float32 [3, H, W]`` normalized, and ``float32
@@ -206,8 +253,11 @@ class ReIDTransform:
         if fields is not None:
             if isinstance(fields, torch.Tensor):
                 fields = fields.detach().cpu().numpy()
-            if fields.ndim != 3 or fields.shape[0] != NUM_FIELDS:
-                raise ValueError(f"fields must be [36, h, w], got shape {fields.shape}")
+            channels = len(label_source(self.source).channels)
+            if fields.ndim != 3 or fields.shape[0] != channels:
+                raise ValueError(
+                    f"{self.source} labels must be [{channels}, h, w], got shape {fields.shape}"
+                )
             # Passed as a stack of 2D masks ("masks"): the channel-first layout of the labels,
             # and OpenCV handles one channel at a time faster than 8+ interleaved ones.
             data["masks"] = np.ascontiguousarray(fields, dtype=np.float32)
@@ -226,13 +276,23 @@ class ReIDTransform:
         image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if parts is None:
             return image_tensor, None
+        size = (max(self.height // MASK_STRIDE, 1), max(self.width // MASK_STRIDE, 1))
+        if self.targets == "official":
+            # Keep one pixel per 4x4 block (torch's nearest, as the official code), then the
+            # background rule: both are per pixel, so subsampling first gives the same numbers
+            # as the official order at a sixteenth of the cost.
+            maps = torch.from_numpy(np.ascontiguousarray(parts, dtype=np.float32))
+            small_maps = F.interpolate(maps[None], size=size, mode="nearest")[0]
+            official = part_targets(
+                small_maps,
+                strategy=self.strategy,
+                threshold=self.threshold,
+                softmax_weight=self.softmax_weight,
+            )
+            return image_tensor, official.contiguous()
         # Area averaging: a target pixel whose 4x4 block was fully erased or padded is 0 in
         # every part, hence background.
-        small = resize_maps(
-            np.asarray(parts),
-            (max(self.height // MASK_STRIDE, 1), max(self.width // MASK_STRIDE, 1)),
-            mode="area",
-        )
+        small = resize_maps(np.asarray(parts), size, mode="area")
         targets = part_targets(
             small,
             strategy=self.strategy,
@@ -256,9 +316,9 @@ def build_transforms(cfg: Config, train: bool, seed: int | None = None) -> ReIDT
 
     Training: the names in ``cfg.data.transforms`` (``rc``, ``re``, ``flip``, ``cj``; the
     official long names ``random_crop``, ``random_erase``, ``random_flip``, ``color_jitter``
-    are accepted). Test: resize + normalize only. Targets follow
-    ``cfg.model.bpbreid.masks`` (``preprocess``, ``background_computation_strategy``,
-    ``mask_filtering_threshold``, ``softmax_weight``).
+    are accepted), erasing as ``cfg.data.erasing``. Test: resize + normalize only. Targets
+    follow ``cfg.model.bpbreid.masks`` (``preprocess``, ``targets``,
+    ``background_computation_strategy``, ``mask_filtering_threshold``, ``softmax_weight``).
 
     Args:
         cfg: the configuration.
@@ -272,10 +332,16 @@ def build_transforms(cfg: Config, train: bool, seed: int | None = None) -> ReIDT
         (image float [3, H, W], target_masks float [K+1, H // 4, W // 4] | None)``.
 
     Raises:
-        ConfigError: unknown augmentation name or grouping, ``parts_num`` not matching it.
+        ConfigError: unknown augmentation name, erasing or target mode, or grouping;
+            ``parts_num`` not matching the grouping.
     """
     masks = cfg.model.bpbreid.masks
+    if cfg.data.erasing not in ERASING_MODES:
+        raise ConfigError(
+            f"Unknown data.erasing '{cfg.data.erasing}'. Valid: {', '.join(ERASING_MODES)}."
+        )
     check_grouping(masks.preprocess, masks.parts_num)
+    label_source(masks.source).check_grouping(masks.preprocess)
     height, width = int(cfg.data.height), int(cfg.data.width)
     mean, std = tuple(cfg.data.norm_mean), tuple(cfg.data.norm_std)
     names = canonical_transforms(cfg.data.transforms) if train else []
@@ -283,14 +349,20 @@ def build_transforms(cfg: Config, train: bool, seed: int | None = None) -> ReIDT
     steps: list[A.BasicTransform] = []
     labels: list[str] = []
     if "flip" in names:
-        steps.append(FlipWithFieldSwap(p=0.5))
+        steps.append(FlipWithFieldSwap(p=0.5, source=masks.source))
         labels.append("flip+swap")
-    steps.append(GroupFields(masks.preprocess))
+    steps.append(GroupFields(masks.preprocess, source=masks.source))
     labels.append(f"group({masks.preprocess})")
+    # Official targets: labels resized by nearest neighbour (albumentations' mask default).
+    label_interpolation = cv2.INTER_NEAREST if masks.targets == "official" else cv2.INTER_LINEAR
     steps.append(
-        A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_LINEAR)
+        A.Resize(
+            height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=label_interpolation
+        )
     )
-    labels.append(f"resize {height}x{width}")
+    labels.append(
+        f"resize {height}x{width}" + (" (labels nearest)" if masks.targets == "official" else "")
+    )
     if "rc" in names:
         pad = crop_padding(width)
         steps += [
@@ -307,7 +379,8 @@ def build_transforms(cfg: Config, train: bool, seed: int | None = None) -> ReIDT
     if "cj" in names:
         steps.append(A.ColorJitter(**COLOR_JITTER))
         labels.append("colour jitter")
-    if "re" in names:
+    official_erasing = "re" in names and cfg.data.erasing == "official"
+    if "re" in names and not official_erasing:
         # Filled with the mean colour (0 after normalization); the parts are zeroed there,
         # so the erased area is background in the targets.
         steps.append(
@@ -322,6 +395,22 @@ def build_transforms(cfg: Config, train: bool, seed: int | None = None) -> ReIDT
         labels.append("random erasing")
     steps.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
     labels.append("normalize")
+    if official_erasing:
+        # After normalization, as the official pipeline: the fill values are written into the
+        # normalized image. Integer side ranges make albumentations draw sides in pixels,
+        # both ends included, and the position uniformly over the boxes that fit.
+        low, high = OFFICIAL_ERASE_SIDES
+        steps.append(
+            A.CoarseDropout(
+                num_holes_range=(1, 1),
+                hole_height_range=(int(height * low), int(height * high)),
+                hole_width_range=(int(width * low), int(width * high)),
+                fill=OFFICIAL_ERASE_FILL,
+                fill_mask=0,
+                p=0.5,
+            )
+        )
+        labels.append("random erasing (official)")
 
     if seed is None:
         seed = torch.initial_seed()
@@ -338,4 +427,6 @@ def build_transforms(cfg: Config, train: bool, seed: int | None = None) -> ReIDT
         softmax_weight=masks.softmax_weight,
         seed=seed,
         steps=labels,
+        targets=masks.targets,
+        source=masks.source,
     )

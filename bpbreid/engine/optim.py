@@ -4,9 +4,16 @@ The schedule is computed per optimizer step, whatever the config counts in: epoc
 (``warmup_epochs``, ``stepsize``) are converted with the number of steps per epoch, and
 when ``train.max_steps`` is set the run (and a cosine schedule) ends at that step.
 
+``train.warmup_unit`` says how often the rate moves. ``step`` (default): the warmup rises a
+little at every step. ``epoch`` (the official code): the rate is the one of the epoch's first
+step for the whole epoch, so epoch ``e < warmup_epochs`` trains at
+``lr * (0.01 + 0.99 * e / warmup_epochs)`` and a milestone ``m`` applies from epoch ``m`` on.
+
 Reference: BPBReID official configs (Adam, lr 3.5e-4, weight decay 5e-4, 120 epochs, decay
 x0.1 at epochs 40 and 70, linear warmup); the warmup follows the re-id "bag of tricks"
-(Luo et al., CVPRW 2019: linear from 1% of the learning rate over 10 epochs).
+(Luo et al., CVPRW 2019: linear from 1% of the learning rate over 10 epochs). Official code
+(bpbreid c0db006): ``torchreid/optim/lr_scheduler.py`` (warmup factor 0.01 over 10 scheduler
+steps, milestones by ``bisect_right``), stepped once per epoch (``torchreid/engine/engine.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +29,19 @@ from bpbreid.config import ConfigError, TrainConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("multi_step", "cosine", "constant")
+WARMUP_UNITS = ("step", "epoch")  # train.warmup_unit: the rate moves every step / every epoch
 # The train.* keys that shape the optimizer and the learning-rate schedule: a resumed run
 # follows their current values, not the ones stored with the checkpoint.
 OPTIMIZER_KEYS = ("optim", "lr", "weight_decay")
-SCHEDULE_KEYS = ("lr_scheduler", "stepsize", "gamma", "warmup_epochs", "max_epoch", "max_steps")
+SCHEDULE_KEYS = (
+    "lr_scheduler",
+    "stepsize",
+    "gamma",
+    "warmup_epochs",
+    "warmup_unit",
+    "max_epoch",
+    "max_steps",
+)
 WARMUP_START_FACTOR = 0.01  # warmup starts at 1% of the learning rate
 COSINE_FINAL_FACTOR = 0.01  # cosine ends at 1% of the learning rate
 
@@ -55,6 +71,9 @@ class StepSchedule:
     ``multi_step`` (x ``gamma`` at each milestone), ``cosine`` (to
     :data:`COSINE_FINAL_FACTOR` at ``total_steps``) or ``constant``.
 
+    With ``hold > 1`` the step is first rounded down to a multiple of ``hold`` (the steps per
+    epoch for ``warmup_unit: epoch``): the factor then changes only at epoch boundaries.
+
     Only plain attributes: ``LambdaLR.state_dict()`` stores them, and a checkpoint that
     holds them still loads with ``weights_only=True``.
     """
@@ -66,6 +85,7 @@ class StepSchedule:
         warmup_steps: int = 0,
         milestones: list[int] | None = None,
         gamma: float = 0.1,
+        hold: int = 1,
     ) -> None:
         if kind not in SCHEDULERS:
             raise ConfigError(
@@ -76,8 +96,12 @@ class StepSchedule:
         self.warmup_steps = max(0, int(warmup_steps))
         self.milestones = sorted(int(m) for m in (milestones or []))
         self.gamma = float(gamma)
+        self.hold = max(1, int(hold))
 
     def __call__(self, step: int) -> float:
+        # Schedules saved before `hold` existed have no such attribute: every step then.
+        hold = getattr(self, "hold", 1)
+        step = (int(step) // hold) * hold
         warmup = 1.0
         if self.warmup_steps and step < self.warmup_steps:
             alpha = step / self.warmup_steps
@@ -101,14 +125,23 @@ def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
 
 
 def build_schedule(train: TrainConfig, steps_per_epoch: int) -> StepSchedule:
-    """The :class:`StepSchedule` of a config (epoch settings converted to steps)."""
+    """The :class:`StepSchedule` of a config (epoch settings converted to steps).
+
+    Raises:
+        ConfigError: an unknown ``train.warmup_unit``.
+    """
     steps_per_epoch = max(1, int(steps_per_epoch))
+    if train.warmup_unit not in WARMUP_UNITS:
+        raise ConfigError(
+            f"Unknown train.warmup_unit '{train.warmup_unit}'. Valid: {', '.join(WARMUP_UNITS)}."
+        )
     return StepSchedule(
         kind=train.lr_scheduler,
         total_steps=total_steps(train, steps_per_epoch),
         warmup_steps=train.warmup_epochs * steps_per_epoch,
         milestones=[epoch * steps_per_epoch for epoch in train.stepsize],
         gamma=train.gamma,
+        hold=steps_per_epoch if train.warmup_unit == "epoch" else 1,
     )
 
 

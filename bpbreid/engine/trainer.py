@@ -166,7 +166,8 @@ class Trainer:
         if criterion is None:
             from bpbreid.losses import GiLtLoss
 
-            criterion = GiLtLoss(cfg.loss, soft_targets=cfg.model.bpbreid.masks.soft_targets)
+            masks = cfg.model.bpbreid.masks
+            criterion = GiLtLoss(cfg.loss, soft_targets=masks.soft_targets, targets=masks.targets)
         self.criterion = criterion.to(self.device)
 
         self.optimizer = build_optimizer(self.model, train)

@@ -153,6 +153,24 @@ def weighted_average_pool(features: Tensor, masks: Tensor, eps: float = 1e-6) ->
     return weighted_sum / mask_area
 
 
+def masked_average_pool(features: Tensor, masks: Tensor) -> Tensor:
+    """Masked average pooling: ``mean over pixels of mask * feat`` per mask (no division by
+    the mask's sum, unlike GWAP), the official foreground and background pooling.
+
+    Args:
+        features: ``[N, C, H, W]``.
+        masks: ``[N, M, H, W]`` non-negative weights (same H, W as ``features``).
+
+    Returns:
+        ``[N, M, C]``: ``sum(mask * feat) / (H * W)``.
+
+    Reference: bpbreid c0db006, ``torchreid/models/bpbreid.py`` (``GlobalAveragePoolingHead``
+    of ``mask * feature`` for foreground and background; the parts use GWAP).
+    """
+    weighted_sum = torch.einsum("nmhw,nchw->nmc", masks, features)
+    return weighted_sum / (features.shape[-2] * features.shape[-1])
+
+
 def part_visibility(parts_masks: Tensor, binary: bool = True) -> Tensor:
     """Visibility score of each part from its attention map.
 
@@ -460,10 +478,6 @@ class BPBReID(nn.Module):
             [parts_masks[:, 1:].amax(dim=1, keepdim=True), parts_masks], dim=1
         )  # [N, 1 + 1 + K, Hm, Wm]: foreground, background, parts
         pooled = self._pool(feature_map, pooling_masks)  # [N, 2 + K, C]
-        if self.foreground_pooling == "masked_average":
-            # Official: mean(mask * feature) over all pixels = GWAP * mask area fraction.
-            area = pooling_masks[:, :2].mean(dim=(2, 3)).unsqueeze(-1).to(pooled.dtype)
-            pooled = torch.cat([pooled[:, :2] * area, pooled[:, 2:]], dim=1)
         foreground = self.foreground_reduce(pooled[:, 0])
         background = self.background_reduce(pooled[:, 1])
         parts = self.parts_reduce(pooled[:, 2:])  # [N, K, D]
@@ -566,7 +580,11 @@ class BPBReID(nn.Module):
         return torch.cat([(~person).to(parts_masks.dtype), parts], dim=1)
 
     def _pool(self, feature_map: Tensor, masks: Tensor) -> Tensor:
-        """GWAP of ``feature_map`` ``[N, C, Hf, Wf]`` under ``masks`` ``[N, M, Hm, Wm]`` -> ``[N, M, C]``."""
+        """GWAP of ``feature_map`` ``[N, C, Hf, Wf]`` under ``masks`` ``[N, M, Hm, Wm]`` -> ``[N, M, C]``.
+
+        With ``foreground_pooling="masked_average"`` the first two masks (foreground,
+        background) are pooled by :func:`masked_average_pool` instead, as the official code.
+        """
         if masks.shape[-2:] != feature_map.shape[-2:]:
             if self.pool_at_mask_resolution:
                 feature_map = F.interpolate(
@@ -574,7 +592,16 @@ class BPBReID(nn.Module):
                 )
             else:
                 masks = F.adaptive_avg_pool2d(masks, feature_map.shape[-2:])
-        return weighted_average_pool(feature_map, masks.to(feature_map.dtype))
+        masks = masks.to(feature_map.dtype)
+        if self.foreground_pooling == "masked_average":
+            return torch.cat(
+                [
+                    masked_average_pool(feature_map, masks[:, :2]),
+                    weighted_average_pool(feature_map, masks[:, 2:]),
+                ],
+                dim=1,
+            )
+        return weighted_average_pool(feature_map, masks)
 
     def _classify_parts(self, parts: Tensor) -> tuple[Tensor, Tensor]:
         """BNNeck per part: ``[N, K, D] -> ([N, K, D], [N, K, num_classes])``."""
