@@ -322,6 +322,14 @@ def test_official_config_maps_to_our_config():
     assert (cfg.data.height, cfg.data.width, cfg.data.name) == (384, 128, "occluded_duke")
     assert cfg.loss.pixel_weight == pytest.approx(0.35)
     assert set(cfg.loss.weights) == {"global", "foreground", "concat_parts", "parts"}
+    # Training from an official config follows the official recipe (docs/fidelity.md).
+    assert cfg.model.bpbreid.foreground_pooling == "masked_average"
+    assert (cfg.model.bpbreid.masks.targets, cfg.data.erasing) == ("official", "official")
+    assert (cfg.train.amp, cfg.train.warmup_unit, cfg.data.pipeline) == (
+        "off",
+        "epoch",
+        "reference",
+    )
     five_v = config_from_official(official_config_tree(masks={"preprocess": "five_v"}))
     assert five_v.model.bpbreid.masks.parts_num == 5
     with pytest.raises(CheckpointError, match="dim_reduce"):

@@ -171,6 +171,9 @@ def config_from_official(
                     _get(bp, "masks.background_computation_strategy", "threshold")
                 ),
                 "mask_filtering_threshold": float(_get(bp, "masks.mask_filtering_threshold", 0.5)),
+                # Training from an official config follows the official recipe
+                # (docs/fidelity.md): nearest-resized pixel targets, as below.
+                "targets": "official",
             },
         },
     }
@@ -184,6 +187,8 @@ def config_from_official(
             float(v) for v in _plain(_get(official, "data.norm_std", [0.229, 0.224, 0.225]))
         ],
     }
+    # The official erasing box and fill (the tensor pipeline does not reproduce them).
+    data.update({"erasing": "official", "pipeline": "reference"})
     sources = _plain(_get(official, "data.sources", [])) or []
     if sources and str(sources[0]) in OFFICIAL_DATASETS:
         data["name"] = OFFICIAL_DATASETS[str(sources[0])]
@@ -208,7 +213,9 @@ def config_from_official(
                 table[name] = {"id": float(value.get("id", 0.0)), "tr": float(value.get("tr", 0.0))}
         if table:
             loss["weights"] = table
-    tree = {"model": model, "data": data, "test": test, "loss": loss}
+    # Official training: fp32 eager, learning-rate warm-up per epoch.
+    train = {"amp": "off", "warmup_unit": "epoch"}
+    tree = {"model": model, "data": data, "test": test, "loss": loss, "train": train}
     base = config_to_dict(Config())
     merged = _merge(base, tree)
     if "weights" in loss:
