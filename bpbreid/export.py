@@ -7,6 +7,11 @@ part-based distance needs (:func:`bpbreid.metrics.part_based_distance`). Image
 preprocessing (resize to ``cfg.data.height x width``, ImageNet normalization) stays outside,
 as in the evaluation pipeline.
 
+With ``flat=True`` the graph is :class:`FlatEmbeddingModel`: images in, one unit vector per
+image ``[N, P * D]`` out (:func:`bpbreid.metrics.flatten_part_embeddings`: invisible parts
+zeroed, then normalized), the single embedding per box that trackers (BoT-SORT, StrongSORT,
+Deep OC-SORT) compare with a cosine distance.
+
 Every export is checked: the exported model runs on a batch of a *different* size than the
 one it was traced with and must match PyTorch (ONNX through onnxruntime when it is
 installed, extra ``deploy``; TorchScript always).
@@ -35,6 +40,7 @@ from bpbreid.config import Config
 FORMATS = ("onnx", "torchscript")
 INPUT_NAMES = ["images"]
 OUTPUT_NAMES = ["embeddings", "visibility"]
+FLAT_OUTPUT_NAMES = ["embeddings"]
 DEPLOY_HINT = "pip install 'bpbreid[deploy]' (onnx, onnxruntime)"
 
 
@@ -49,6 +55,8 @@ class EmbeddingModel(nn.Module):
         model: a :class:`bpbreid.model.BPBReID`.
         test_embeddings: e.g. ``["bn_foreground", "parts"]`` (``cfg.model.bpbreid.test_embeddings``).
     """
+
+    output_names = OUTPUT_NAMES
 
     def __init__(self, model: nn.Module, test_embeddings: list[str]) -> None:
         from bpbreid.config import canonical_embedding
@@ -80,6 +88,35 @@ class EmbeddingModel(nn.Module):
         with torch.no_grad():
             expected = select_test_embeddings(self.model(images), self.test_embeddings)
             return _max_diff(expected, self(images))
+
+
+class FlatEmbeddingModel(EmbeddingModel):
+    """``images [N, 3, H, W] -> embeddings [N, P * D]``: one unit vector per image for trackers.
+
+    The test embeddings flattened by :func:`bpbreid.metrics.flatten_part_embeddings`: the
+    cosine distance of two outputs equals the visibility-aware part-based cosine distance when
+    both images show the same parts, and shrinks the similarity towards 0 for parts seen in
+    only one of them.
+    """
+
+    output_names = FLAT_OUTPUT_NAMES
+
+    def forward(self, images: Tensor) -> Tensor:  # type: ignore[override]
+        from bpbreid.metrics import flatten_part_embeddings
+
+        features, visibility = super().forward(images)
+        return flatten_part_embeddings(features, visibility)
+
+    def check_against_model(self, images: Tensor) -> float:
+        """Max difference to the flattened :func:`bpbreid.model.select_test_embeddings`."""
+        from bpbreid.metrics import flatten_part_embeddings
+        from bpbreid.model import select_test_embeddings
+
+        with torch.no_grad():
+            expected = flatten_part_embeddings(
+                *select_test_embeddings(self.model(images), self.test_embeddings)
+            )
+            return _max_diff((expected,), (self(images),))
 
 
 @dataclass
@@ -119,7 +156,10 @@ def example_batch(cfg: Config, batch_size: int = 2, seed: int = 0) -> Tensor:
     return torch.randn(batch_size, 3, cfg.data.height, cfg.data.width, generator=generator)
 
 
-def _max_diff(a: tuple[Any, ...], b: tuple[Any, ...]) -> float:
+def _max_diff(a: Any, b: Any) -> float:
+    # One output (the flat model) or a tuple of outputs (embeddings, visibility).
+    a = (a,) if isinstance(a, Tensor) else tuple(a)
+    b = (b,) if isinstance(b, Tensor) else tuple(b)
     return max(
         float((torch.as_tensor(x).float() - torch.as_tensor(y).float()).abs().max())
         for x, y in zip(a, b)
@@ -179,8 +219,8 @@ def export_onnx(
             str(path),
             dynamo=False,
             input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
-            dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES},
+            output_names=list(wrapper.output_names),
+            dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + wrapper.output_names},
             opset_version=opset,
             do_constant_folding=True,
         )
@@ -190,7 +230,7 @@ def export_onnx(
     except ImportError:
         return ExportCheck(None, int(check.shape[0]), float("nan"), atol)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: check.numpy()})
+    got = session.run(list(wrapper.output_names), {INPUT_NAMES[0]: check.numpy()})
     with torch.no_grad():
         expected = cpu_wrapper(check)
     return ExportCheck("onnxruntime", int(check.shape[0]), _max_diff(expected, got), atol)
@@ -205,6 +245,7 @@ def export_model(
     opset: int = 17,
     atol: float = 1e-4,
     strict: bool = True,
+    flat: bool = False,
 ) -> tuple[Path, ExportCheck]:
     """Load a checkpoint and export its embedding model.
 
@@ -217,6 +258,8 @@ def export_model(
         opset: ONNX opset.
         atol: tolerance of the check against PyTorch.
         strict: official checkpoints: refuse mismatched keys.
+        flat: export :class:`FlatEmbeddingModel` (one ``[N, P * D]`` vector per image, for
+            trackers) instead of embeddings + visibility.
 
     Returns:
         ``(path, check)``.
@@ -230,7 +273,8 @@ def export_model(
         raise ValueError(f"Unknown export format '{fmt}'. Valid: {', '.join(FORMATS)}.")
     # Exported on the CPU in float32: the file then runs anywhere.
     model, cfg = load_model(checkpoint, config, device="cpu", strict=strict)
-    wrapper = EmbeddingModel(model, list(cfg.model.bpbreid.test_embeddings)).eval()
+    wrapper_class = FlatEmbeddingModel if flat else EmbeddingModel
+    wrapper = wrapper_class(model, list(cfg.model.bpbreid.test_embeddings)).eval()
     example = example_batch(cfg, batch_size)
     # Fails early (ConfigError) when the test embeddings cannot be stacked.
     wrapper.check_against_model(example)

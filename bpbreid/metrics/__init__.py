@@ -12,6 +12,8 @@ module per job, as in torchreid's ``metrics/``:
   implementation; :func:`evaluate_chunked`, distance and ranking one block of queries at a
   time, for galleries whose full distance matrix would not fit in memory.
 * :mod:`~bpbreid.metrics.rerank` - :func:`re_ranking`, k-reciprocal re-ranking.
+* :mod:`~bpbreid.metrics.flat` - :func:`flatten_part_embeddings`, one ``[N, P * D]`` vector
+  per image whose cosine distance approximates the part-based one (for trackers).
 
 Example::
 
@@ -30,6 +32,7 @@ Reference:
 from __future__ import annotations
 
 from bpbreid.metrics.distance import METRICS, part_based_distance
+from bpbreid.metrics.flat import flatten_part_embeddings
 from bpbreid.metrics.rank import RankDetails, evaluate_chunked, evaluate_rank
 from bpbreid.metrics.rerank import re_ranking
 
@@ -38,6 +41,7 @@ __all__ = [
     "RankDetails",
     "evaluate_chunked",
     "evaluate_rank",
+    "flatten_part_embeddings",
     "part_based_distance",
     "re_ranking",
 ]
