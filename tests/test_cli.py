@@ -35,6 +35,21 @@ def test_user_errors_print_a_message_not_a_traceback(capsys):
     assert "Unknown config key 'train.bogus'" in err and "Traceback" not in err
 
 
+def test_overrides_may_follow_flags(capsys):
+    # argparse ends a positional list at the first flag; later key=value tokens still count.
+    assert main(["config", "synthetic_cpu", "--diff", "train.lr=0.25"]) == 0
+    assert "train.lr" in capsys.readouterr().out
+    assert main(["train", "--config", "synthetic_cpu", "--out", "o", "train.lr=-1"]) == 2
+    assert "train.lr=-1.0 is invalid" in capsys.readouterr().err
+    try:
+        main(["train", "--config", "synthetic_cpu", "--out", "o", "--bogus"])
+    except SystemExit as exc:  # argparse: a stray flag is still a usage error
+        assert exc.code == 2
+    else:
+        raise AssertionError("--bogus was accepted")
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_module_entry_point_runs():
     result = subprocess.run(
         [sys.executable, "-m", "bpbreid", "--help"], capture_output=True, text=True, check=False
