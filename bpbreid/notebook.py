@@ -184,13 +184,73 @@ def setup(seed: int = 0, mode: str | None = None, verbose: bool = True) -> Noteb
     return env
 
 
+# The course's one figure style, set by ``setup()``: 100 dpi PNGs (labels at 9-11 pt are 12-15 px
+# tall), one sequential colormap for scores and maps, one size scale for text.
+FIGURE_STYLE: dict[str, Any] = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "figure.figsize": (7.0, 4.0),
+    "figure.max_open_warning": 0,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "figure.titlesize": 12,
+    "image.cmap": "viridis",
+    "axes.grid": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
 def _style_plots() -> None:
-    """Small, readable PNG figures so executed notebooks stay light."""
+    """Apply :data:`FIGURE_STYLE` so every notebook's figures look alike."""
     try:
         import matplotlib as mpl
     except ImportError:  # pragma: no cover
         return
-    mpl.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80, "figure.max_open_warning": 0})
+    mpl.rcParams.update(FIGURE_STYLE)
+
+
+# What JupyterLab writes when it saves a notebook: committed notebooks carry exactly this, so that
+# opening and saving one leaves no diff.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+# Cell metadata that changes on every run (nbclient's and the ExecuteTime extension's timestamps).
+VOLATILE_CELL_METADATA = ("execution", "ExecuteTime")
+# Notebook metadata that changes on every run: widget state (model ids, a copy of every output).
+VOLATILE_NOTEBOOK_METADATA = ("widgets",)
+
+
+def clean_notebook(nb: Any) -> Any:
+    """Strip volatile metadata from an ``nbformat`` notebook, in place; returns it.
+
+    Removes execution timestamps from cell metadata and saved widget state, and sets the kernelspec
+    JupyterLab writes. Outputs and execution counts stay as executed.
+    """
+    for key in VOLATILE_NOTEBOOK_METADATA:
+        nb.metadata.pop(key, None)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    for cell in nb.cells:
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+    return nb
+
+
+def clean_notebook_file(path: str | Path) -> bool:
+    """Clean ``path`` in place, written as JupyterLab writes it; returns True if it changed."""
+    import nbformat
+
+    path = Path(path)
+    before = path.read_text(encoding="utf-8")
+    nb = clean_notebook(nbformat.reads(before, as_version=4))
+    after = nbformat.writes(nb)
+    after = after if after.endswith("\n") else after + "\n"
+    if after == before:
+        return False
+    path.write_text(after, encoding="utf-8")
+    return True
 
 
 def describe(value: Any) -> str:
@@ -202,3 +262,25 @@ def describe(value: Any) -> str:
         return f"shape={list(shape)} dtype={dtype} range=[{lo:.3g}, {hi:.3g}]"
     except (AttributeError, TypeError, ValueError, RuntimeError):
         return f"shape={list(shape)} dtype={dtype}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bpbreid.notebook clean [NOTEBOOK ...]``: strip volatile metadata in place."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bpbreid.notebook")
+    sub = parser.add_subparsers(dest="command", required=True)
+    clean = sub.add_parser("clean", help="strip timestamps, widget state; set the kernelspec")
+    clean.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/**/*.ipynb")
+    args = parser.parse_args(argv)
+    paths = args.notebooks or sorted((find_repo_root() / "notebooks").rglob("*.ipynb"))
+    paths = [p for p in paths if ".ipynb_checkpoints" not in p.parts]
+    changed = [p for p in paths if clean_notebook_file(p)]
+    for path in changed:
+        print(f"cleaned {display_path(path)}")
+    print(f"{len(changed)} of {len(paths)} notebooks changed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -60,6 +60,16 @@ def test_setup_in_fast_mode_resolves_paths(monkeypatch):
     assert "torch" in env.versions
 
 
+def test_setup_sets_the_course_figure_style(monkeypatch):
+    import matplotlib as mpl
+
+    monkeypatch.chdir(ROOT / "notebooks")
+    with mpl.rc_context():
+        notebook.setup(verbose=False)
+        assert mpl.rcParams["figure.dpi"] >= 100 and mpl.rcParams["savefig.dpi"] >= 100
+        assert mpl.rcParams["font.size"] >= 9 and mpl.rcParams["image.cmap"] == "viridis"
+
+
 def test_thread_policy():
     assert thread_policy(2) == 1
     assert thread_policy(1) == 1

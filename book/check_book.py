@@ -1,0 +1,100 @@
+"""Check the built course book: every chapter page exists and has content, local links and
+images resolve, figures are present.
+
+Usage: ``python book/check_book.py [book/_build/html]`` (``make book`` runs it). Pure Python (an HTML
+parser over the files; no browser), so it runs offline anywhere. Exit code 1 lists every problem.
+"""
+
+from __future__ import annotations
+
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+CHAPTERS = sorted(
+    p.stem for p in (Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")
+)
+
+
+class Page(HTMLParser):
+    """Collects links, image sources, element ids and the amount of text of one page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.images: list[str] = []
+        self.ids: set[str] = set()
+        self.text = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if values.get("id"):
+            self.ids.add(values["id"])
+        if tag == "a" and values.get("href"):
+            self.links.append(values["href"])
+        if tag == "img" and values.get("src"):
+            self.images.append(values["src"])
+
+    def handle_data(self, data: str) -> None:
+        self.text += len(data.strip())
+
+
+def local_target(page: Path, ref: str) -> tuple[Path | None, str]:
+    """The file a relative link points to (None for external links) and its fragment."""
+    parts = urlsplit(ref)
+    if parts.scheme or parts.netloc or ref.startswith(("mailto:", "javascript:", "data:")):
+        return None, ""
+    if not parts.path:
+        return page, parts.fragment
+    return (page.parent / unquote(parts.path)).resolve(), parts.fragment
+
+
+def check(html_dir: Path) -> list[str]:
+    problems: list[str] = []
+    pages = {p.resolve(): Page() for p in html_dir.rglob("*.html")}
+    for path, parser in pages.items():
+        parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+    for stem in CHAPTERS:
+        page = (html_dir / "notebooks" / f"{stem}.html").resolve()
+        if page not in pages:
+            problems.append(f"missing chapter page notebooks/{stem}.html")
+            continue
+        if pages[page].text < 2000:
+            problems.append(f"notebooks/{stem}.html has almost no text ({pages[page].text} chars)")
+        if not pages[page].images:
+            problems.append(f"notebooks/{stem}.html shows no figure")
+    for path, parser in pages.items():
+        if "_static" in path.parts or "_sources" in path.parts:
+            continue
+        name = path.relative_to(html_dir.resolve())
+        for kind, refs in (("link", parser.links), ("image", parser.images)):
+            for ref in refs:
+                target, fragment = local_target(path, ref)
+                if target is None:
+                    continue
+                if not target.exists():
+                    problems.append(f"{name}: broken {kind} {ref}")
+                elif kind == "link" and fragment and target in pages:
+                    if fragment not in pages[target].ids:
+                        problems.append(f"{name}: link {ref}: no #{fragment} in the target page")
+                elif kind == "image" and target.stat().st_size == 0:
+                    problems.append(f"{name}: empty image {ref}")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    html_dir = Path(argv[0] if argv else Path(__file__).parent / "_build" / "html")
+    if not (html_dir / "index.html").is_file():
+        print(f"{html_dir}/index.html not found: build the book first (make book).")
+        return 1
+    problems = check(html_dir)
+    pages = len(list(html_dir.rglob("*.html")))
+    for problem in problems:
+        print(problem)
+    print(f"{pages} pages checked, {len(CHAPTERS)} chapters: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
