@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bpbreid.cli.demo", "run the main job on the embedded synthetic data"),
     "data": (
         "bpbreid.cli.data",
-        "datasets: check a layout, generate the synthetic set, get labels",
+        "datasets: check a layout, prepare Occluded-Duke, generate the synthetic set, get labels",
     ),
     "train": ("bpbreid.cli.train", "train a model from a config"),
     "eval": ("bpbreid.cli.eval", "evaluate a checkpoint on query/gallery sets"),
@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "visualize": ("bpbreid.cli.visualize", "ranking figures for chosen queries"),
     "labels": ("bpbreid.cli.labels", "parsing labels for new images from keypoints"),
     "infer": ("bpbreid.cli.infer", "embed and rank your own images with a checkpoint"),
-    "export": ("bpbreid.cli.export", "export a model to ONNX or TorchScript"),
+    "export": (
+        "bpbreid.cli.export",
+        "export a model to ONNX or TorchScript (--flat: one vector per box, for trackers)",
+    ),
     "config": ("bpbreid.cli.config", "print a configuration (a bundled name or a YAML file)"),
 }
 
