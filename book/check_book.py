@@ -1,13 +1,19 @@
 """Check the built course book: every chapter page exists and has content, local links and
 images resolve, figures are present.
 
-Usage: ``python book/check_book.py [book/_build/html]`` (``make book`` runs it). Pure Python (an HTML
-parser over the files; no browser), so it runs offline anywhere. Exit code 1 lists every problem.
+Usage: ``python book/check_book.py [book/_build/html]`` (``make book`` runs it). The file checks are
+pure Python (an HTML parser over the files), so they run offline anywhere. When a Chromium or Chrome
+is installed (``--browser auto``, the default; ``--browser none`` skips it), every chapter page is
+also rendered in the headless browser: the page must load, its rendered DOM must keep the chapter's
+figures, and a screenshot of it must not be blank. Exit code 1 lists every problem.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -83,16 +89,83 @@ def check(html_dir: Path) -> list[str]:
     return problems
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+# A screenshot of a blank page compresses to a few kB; a page of text and figures to far more.
+MIN_SCREENSHOT_BYTES = 20_000
+
+
+def find_browser(choice: str = "auto") -> str | None:
+    """The headless browser to render with: a path, ``auto`` (first on PATH) or ``none``."""
+    if choice == "none":
+        return None
+    if choice != "auto":
+        return choice
+    return next((found for name in BROWSERS if (found := shutil.which(name))), None)
+
+
+def render(html_dir: Path, browser: str, timeout: float = 90.0) -> list[str]:
+    """Render every chapter page in the headless browser; problems found."""
+    problems: list[str] = []
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    flags.append("--virtual-time-budget=3000")  # let the page's scripts run before the dump
+    with tempfile.TemporaryDirectory() as scratch:
+        for stem in CHAPTERS:
+            page = (html_dir / "notebooks" / f"{stem}.html").resolve()
+            if not page.is_file():
+                continue  # reported by check()
+            name = f"notebooks/{stem}.html"
+            try:
+                dom = subprocess.run(
+                    [*flags, "--dump-dom", page.as_uri()],
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                )
+                shot = Path(scratch) / f"{stem}.png"
+                subprocess.run(
+                    [*flags, f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri()],
+                    capture_output=True,
+                    timeout=timeout,
+                )
+            except subprocess.TimeoutExpired:
+                problems.append(f"{name}: the browser did not finish rendering in {timeout:.0f} s")
+                continue
+            if dom.returncode != 0 or "<body" not in dom.stdout:
+                problems.append(f"{name}: the browser could not render it ({dom.stderr[-200:]})")
+                continue
+            rendered = Page()
+            rendered.feed(dom.stdout)
+            if not rendered.images:
+                problems.append(f"{name}: no figure in the rendered page")
+            size = shot.stat().st_size if shot.is_file() else 0
+            if size < MIN_SCREENSHOT_BYTES:
+                problems.append(
+                    f"{name}: the rendered page looks blank ({size} bytes of screenshot)"
+                )
+    return problems
+
+
 def main(argv: list[str]) -> int:
+    browser_choice = "auto"
+    if "--browser" in argv:
+        at = argv.index("--browser")
+        browser_choice = argv[at + 1]
+        argv = argv[:at] + argv[at + 2 :]
     html_dir = Path(argv[0] if argv else Path(__file__).parent / "_build" / "html")
     if not (html_dir / "index.html").is_file():
         print(f"{html_dir}/index.html not found: build the book first (make book).")
         return 1
     problems = check(html_dir)
     pages = len(list(html_dir.rglob("*.html")))
+    browser = find_browser(browser_choice)
+    if browser is not None:
+        problems += render(html_dir, browser)
+        rendered = f"; {len(CHAPTERS)} chapter pages rendered in {Path(browser).name} (headless)"
+    else:
+        rendered = "; no headless browser found (install chromium to render the pages too)"
     for problem in problems:
         print(problem)
-    print(f"{pages} pages checked, {len(CHAPTERS)} chapters: {len(problems)} problem(s)")
+    print(f"{pages} pages checked, {len(CHAPTERS)} chapters{rendered}: {len(problems)} problem(s)")
     return 1 if problems else 0
 
 

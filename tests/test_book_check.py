@@ -31,3 +31,27 @@ def test_checker_reports_broken_links_images_and_missing_chapters(tmp_path):
     assert any("broken image gone.png" in p for p in problems)
     assert any("no #nowhere" in p for p in problems)
     assert not any("example.org" in p or "#top" in p or "fig.png" in p for p in problems)
+
+
+def test_headless_render_flags_a_blank_chapter_page(tmp_path):
+    import shutil
+
+    import pytest
+
+    checker = load_checker()
+    assert checker.find_browser("none") is None
+    browser = checker.find_browser("auto")
+    if browser is None:
+        pytest.skip("no headless Chromium/Chrome installed")
+    checker.CHAPTERS = ["00_full", "01_blank"]
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(ROOT / "docs" / "demo_ranking_bpbreid.png", tmp_path / "fig.png")
+    words = " ".join(f"word{i}" for i in range(1500))
+    (tmp_path / "notebooks" / "00_full.html").write_text(
+        f'<html><body><h1>Chapter</h1><p>{words}</p><img src="../fig.png"></body></html>'
+    )
+    (tmp_path / "notebooks" / "01_blank.html").write_text("<html><body></body></html>")
+    problems = checker.render(tmp_path, browser)
+    assert not [p for p in problems if "00_full" in p], problems
+    assert any("01_blank.html: no figure" in p for p in problems)
+    assert any("01_blank.html: the rendered page looks blank" in p for p in problems)
