@@ -64,7 +64,7 @@ lab: $(STAMP)
 BOOK_VENV := .venv-book
 $(BOOK_VENV)/.installed:
 	test -d $(BOOK_VENV) || $(PYTHON) -m venv $(BOOK_VENV)
-	$(BOOK_VENV)/bin/python -m pip install --quiet "jupyter-book>=1.0.4,<2"
+	$(BOOK_VENV)/bin/python -m pip install --quiet "jupyter-book>=1.0.4,<2" "jupyter-server-mathjax>=0.2.6"
 	touch $@
 
 book: $(BOOK_VENV)/.installed
@@ -72,6 +72,7 @@ book: $(BOOK_VENV)/.installed
 	cp notebooks/*.ipynb book/notebooks/
 	$(BOOK_VENV)/bin/jupyter-book build book
 	mkdir -p book/_build/html/notebooks/solutions && cp notebooks/solutions/*.py book/_build/html/notebooks/solutions/
+	rm -rf book/_build/html/_static/mathjax && cp -r "$$($(BOOK_VENV)/bin/python -c 'import jupyter_server_mathjax, os; print(os.path.dirname(jupyter_server_mathjax.__file__))')/static" book/_build/html/_static/mathjax
 	$(BOOK_VENV)/bin/python book/check_book.py book/_build/html
 
 bench: $(STAMP)

@@ -5,7 +5,8 @@ Usage: ``python book/check_book.py [book/_build/html]`` (``make book`` runs it).
 pure Python (an HTML parser over the files), so they run offline anywhere. When a Chromium or Chrome
 is installed (``--browser auto``, the default; ``--browser none`` skips it), every chapter page is
 also rendered in the headless browser: the page must load, its rendered DOM must keep the chapter's
-figures, and a screenshot of it must not be blank. Exit code 1 lists every problem.
+figures and have its formulas typeset (MathJax, served from the book itself), and a screenshot of
+it must not be blank. Exit code 1 lists every problem.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def check(html_dir: Path) -> list[str]:
 
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+# What MathJax leaves in the DOM once it has typeset a formula (HTML-CSS / SVG / CHTML output).
+TYPESET_MARKS = ('class="mi"', 'class="mn"', "MathJax_SVG", "mjx-")
 # A screenshot of a blank page compresses to a few kB; a page of text and figures to far more.
 MIN_SCREENSHOT_BYTES = 20_000
 
@@ -137,6 +140,12 @@ def render(html_dir: Path, browser: str, timeout: float = 90.0) -> list[str]:
             rendered.feed(dom.stdout)
             if not rendered.images:
                 problems.append(f"{name}: no figure in the rendered page")
+            has_math = 'class="math notranslate' in page.read_text(
+                encoding="utf-8", errors="replace"
+            )
+            typeset = any(mark in dom.stdout for mark in TYPESET_MARKS)
+            if has_math and not typeset:
+                problems.append(f"{name}: its formulas were not typeset (MathJax did not run)")
             size = shot.stat().st_size if shot.is_file() else 0
             if size < MIN_SCREENSHOT_BYTES:
                 problems.append(

@@ -50,8 +50,12 @@ def test_headless_render_flags_a_blank_chapter_page(tmp_path):
     (tmp_path / "notebooks" / "00_full.html").write_text(
         f'<html><body><h1>Chapter</h1><p>{words}</p><img src="../fig.png"></body></html>'
     )
-    (tmp_path / "notebooks" / "01_blank.html").write_text("<html><body></body></html>")
+    # A formula without MathJax on the page: left as raw TeX.
+    (tmp_path / "notebooks" / "01_blank.html").write_text(
+        '<html><body><span class="math notranslate nohighlight">\\(x^2\\)</span></body></html>'
+    )
     problems = checker.render(tmp_path, browser)
     assert not [p for p in problems if "00_full" in p], problems
     assert any("01_blank.html: no figure" in p for p in problems)
     assert any("01_blank.html: the rendered page looks blank" in p for p in problems)
+    assert any("01_blank.html: its formulas were not typeset" in p for p in problems)
