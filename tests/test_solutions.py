@@ -1,6 +1,7 @@
 """The exercise solutions in notebooks/solutions/ keep running, and say what the chapters claim."""
 
 import importlib.util
+import math
 import runpy
 from pathlib import Path
 
@@ -17,9 +18,24 @@ def load(path: Path):
     return module
 
 
+_RUNS: dict[Path, dict] = {}
+
+
+def run_script(path: Path) -> dict:
+    """The namespace of a solution run as a script (run once: the answer tests reuse its caches)."""
+    if path not in _RUNS:
+        _RUNS[path] = runpy.run_path(str(path), run_name="__main__")
+    return _RUNS[path]
+
+
+def solution(name: str) -> dict:
+    return run_script(ROOT / "notebooks" / "solutions" / f"{name}.py")
+
+
 @pytest.mark.parametrize("path", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
 def test_solution_script_runs(path: Path, capsys):
-    runpy.run_path(str(path), run_name="__main__")
+    _RUNS.pop(path, None)
+    run_script(path)
     assert capsys.readouterr().out.strip()
 
 
@@ -46,11 +62,26 @@ def test_ch00_answers():
 
 
 def test_ch05_answers():
-    ch05 = load(ROOT / "notebooks" / "solutions" / "ch05_evaluation.py")
-    cmc, ap, mAP = ch05.exercise_3()
-    assert cmc.tolist() == pytest.approx(ch05.PREDICTED_CMC)
-    assert ap.tolist() == pytest.approx(ch05.PREDICTED_AP)
-    assert mAP == pytest.approx(sum(ch05.PREDICTED_AP) / 2)
+    ch05 = solution("ch05_evaluation")
+    cmc, ap, mAP = ch05["exercise_3"]()
+    assert cmc.tolist() == pytest.approx(ch05["PREDICTED_CMC"])
+    assert ap.tolist() == pytest.approx(ch05["PREDICTED_AP"])
+    assert mAP == pytest.approx(sum(ch05["PREDICTED_AP"]) / 2)
+    one = ch05["exercise_1"]()
+    for kind in ("binary", "soft"):
+        assert set(one[kind]) == {"query", "query_holistic"}
+        for rates in one[kind].values():
+            assert rates.shape == (5,) and ((rates >= 0) & (rates <= 1)).all()
+    # the foreground is always visible; a soft score is never exactly 0, a binary one can be
+    assert one["soft"]["query"][0] == one["binary"]["query"][0] == 1.0
+    assert (one["soft"]["query"][1:] > 0).all()
+    assert not set(one["soft"]["query"][1:].round(6)) <= {0.0, 1.0}
+    two = ch05["exercise_2"]()
+    assert {k: v["P"] for k, v in two.items()} == {
+        "[bn_global]": 1, "[parts]": 4, "[bn_foreground]": 1, "[bn_foreground,parts]": 5
+    }  # fmt: skip
+    assert all(0 <= v["rank1"] <= 100 and 0 < v["mAP"] <= 100 for v in two.values())
+    assert len({round(v["mAP"], 6) for v in two.values()}) > 1  # the choice changes the ranking
 
 
 def test_ch01_answers():
@@ -60,3 +91,70 @@ def test_ch01_answers():
     two = ch01.exercise_2()
     assert two["pixels that change"] == 0.0 and two["largest change of a soft target"] > 0.1
     assert set(ch01.exercise_3().values()) == {(32, 16)}
+
+
+def test_ch02_answers():
+    ch02 = solution("ch02_part_attention")
+    one = ch02["exercise_1"]()
+    # the paper's head predicts on the last (8x4) map, the CPU head at stride 4 (16x8)
+    assert one["1x1"]["map size"] == (8, 4) and one["3x3_stride4"]["map size"] == (16, 8)
+    for row in one.values():
+        assert len(row["model rate"]) == len(row["label rate"]) == 4
+        assert all(0 <= r <= 1 for r in row["model rate"] + row["label rate"])
+        assert 0 <= row["agreement"] <= 1
+    two = ch02["exercise_2"]()
+    assert set(two["binary"]) <= {0.0, 1.0}
+    # soft scores are probabilities: a hidden part gets a small one, not 0
+    assert all(0 < v < 1 for v in two["soft"])
+    hidden = [s for s, b in zip(two["soft"], two["binary"]) if b == 0]
+    shown = [s for s, b in zip(two["soft"], two["binary"]) if b == 1]
+    assert not hidden or max(hidden) <= max(shown)
+    three = ch02["exercise_3"]()
+    assert three["pixel_logits is None"] and three["visibility"] == [1.0] * 4
+    share = three["occluder share per stripe"]
+    assert math.isclose(sum(share), 1.0, abs_tol=1e-5)
+    assert share[three["stripe with the occluder"]] == max(share)
+    assert share[0] < max(share)  # the occluder hides the lower body, not the head stripe
+
+
+def test_ch03_answers():
+    ch03 = solution("ch03_gilt_loss")
+    one = ch03["exercise_1"]()
+    assert set(one) == {"average", "max", "min"}
+    assert all(0 <= trivial <= 1 and loss > 0 for trivial, loss in one.values())
+    # the max over parts makes every pair look farther apart, the min closer: different losses
+    assert one["max"][1] != one["average"][1] != one["min"][1]
+    two = ch03["exercise_2"]()
+    assert len(two) == 2 and all(0 <= v <= 1 for v in two)
+    three = ch03["exercise_3"]()
+    # parts_only adds an identity loss on each part, and drops the global identity losses
+    assert three["parts_id"] > 0 and "global_id" not in three
+    assert three["total"] > three["parts_tr"]
+
+
+def test_ch04_answers():
+    ch04 = solution("ch04_training_cuda")
+    one = ch04["exercise_1"]()
+    # the reported model is the best validated epoch, saved as best.pth
+    assert one["best.pth"] and one["selected_epoch"] == one["best_epoch"]
+    assert one["val mAP per epoch"][one["best_epoch"] - 1] == max(one["val mAP per epoch"])
+    assert all(0 < m <= 100 for m in one["val mAP per epoch"]) and 0 < one["test mAP"] <= 100
+    two = ch04["exercise_2"]()
+    # only the steps after the last checkpoint are trained again, and the run ends where planned
+    assert two["step of last.pth"] == two["steps per epoch"] * two["epoch of last.pth"]
+    assert 0 < two["steps done when stopped"] - two["step of last.pth"] <= two["steps per epoch"]
+    assert two["final step"] == 2 * two["steps per epoch"] and two["final epoch"] == 2
+    three = ch04["exercise_3"]()
+    assert three["img/s"] > 0 and 0 <= three["data_wait"] < 1
+
+
+def test_ch06_answers():
+    ch06 = solution("ch06_your_own_data")
+    two = ch06["exercise_2"]()
+    assert len(two["names"]) == len(two["visibility"]) == 5
+    assert all(v in (0.0, 1.0) for v in two["visibility"]) and two["visibility"][0] == 1.0
+    assert 1 <= two["rank of the first match"] <= two["gallery size"]
+    three = ch06["exercise_3"]()
+    # the ONNX model ranks the crops as PyTorch does
+    assert three["query features"][1:] == (5, 512)
+    assert three["max |onnx - pytorch| distance"] < 1e-4 and three["same top-1"]
