@@ -286,16 +286,22 @@ def run_backbone(
     half = args.batch // 2
     normalize = bool(cfg.test.normalize_feature)
     ref_feats_n = F.normalize(ref_feats, p=2, dim=-1) if normalize else ref_feats  # engine.py:558
-    ref_dist, _ = official.distance(
-        ref_feats_n[:half],
-        ref_feats_n[half:],
-        ref_vis[:half],
-        ref_vis[half:],
-        cfg.test.part_based.dist_combine_strat,
-        cfg.test.batch_size_pairwise_dist_matrix,
-        False,
-        cfg.test.dist_metric,
-    )
+
+    def official_distance(feats: torch.Tensor) -> torch.Tensor:
+        """The official query-gallery distance of the batch's two halves."""
+        dist, _ = official.distance(
+            feats[:half],
+            feats[half:],
+            ref_vis[:half],
+            ref_vis[half:],
+            cfg.test.part_based.dist_combine_strat,
+            cfg.test.batch_size_pairwise_dist_matrix,
+            False,
+            cfg.test.dist_metric,
+        )
+        return dist
+
+    ref_dist = official_distance(ref_feats_n)
     our_dist = part_based_distance(
         our_feats[:half],
         our_feats[half:],
@@ -310,16 +316,7 @@ def run_backbone(
     # and the square root magnifies that for close pairs (random weights make all pairs close).
     span = 2.0 if normalize else float(ref_dist.abs().max())
     rows.append((f"distances {names}", tuple(our_dist.shape), diff, span))
-    exact, _ = official.distance(
-        ref_feats_n[:half].double(),
-        ref_feats_n[half:].double(),
-        ref_vis[:half],
-        ref_vis[half:],
-        cfg.test.part_based.dist_combine_strat,
-        cfg.test.batch_size_pairwise_dist_matrix,
-        False,
-        cfg.test.dist_metric,
-    )
+    exact = official_distance(ref_feats_n.double())
     floor, _ = difference(exact, ref_dist)
 
     print(f"{'output':<34} {'shape':<12} {'scale':>9} {'max abs diff':>13} {'relative':>9}")

@@ -181,14 +181,18 @@ def group_fields(fields: ArrayLike, grouping: str) -> ArrayLike:
     num_parts(grouping)
     if fields.shape[-3] != NUM_FIELDS:
         raise ValueError(f"fields must be [..., 36, h, w], got shape {tuple(fields.shape)}")
-    indices = _GROUPING_INDICES[grouping]
-    if isinstance(fields, torch.Tensor):
+    return _max_over_groups(fields, _GROUPING_INDICES[grouping])
+
+
+def _max_over_groups(stack: ArrayLike, indices: tuple[np.ndarray, ...]) -> ArrayLike:
+    """``[..., C, h, w]`` -> ``[..., K, h, w]``: part ``k`` is the max over channels ``indices[k]``."""
+    if isinstance(stack, torch.Tensor):
         parts = [
-            fields[..., torch.as_tensor(idx, device=fields.device), :, :].amax(dim=-3)
+            stack[..., torch.as_tensor(idx, device=stack.device), :, :].amax(dim=-3)
             for idx in indices
         ]
         return torch.stack(parts, dim=-3)
-    return np.stack([fields[..., idx, :, :].max(axis=-3) for idx in indices], axis=-3)
+    return np.stack([stack[..., idx, :, :].max(axis=-3) for idx in indices], axis=-3)
 
 
 BACKGROUND_STRATEGIES: tuple[str, ...] = ("threshold", "diff_from_max", "sum")
@@ -424,12 +428,7 @@ def flip_fields(fields: ArrayLike) -> ArrayLike:
     (``nose``, ``left_hip_to_right_hip``, ...) stay in place. Applying it twice is the
     identity.
     """
-    if fields.shape[-3] != NUM_FIELDS:
-        raise ValueError(f"fields must be [..., 36, h, w], got shape {tuple(fields.shape)}")
-    if isinstance(fields, torch.Tensor):
-        perm = torch.as_tensor(FLIP_PERMUTATION, device=fields.device)
-        return fields.index_select(-3, perm).flip(-1)
-    return np.ascontiguousarray(fields[..., FLIP_PERMUTATION, :, ::-1])
+    return LABEL_SOURCES["pifpaf"].flip(fields)
 
 
 def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
@@ -733,14 +732,7 @@ def group_regions(regions: ArrayLike, grouping: str) -> ArrayLike:
         raise ValueError(
             f"regions must be [..., {len(PNG_REGIONS)}, h, w], got shape {tuple(regions.shape)}"
         )
-    indices = _PNG_GROUPING_INDICES[grouping]
-    if isinstance(regions, torch.Tensor):
-        parts = [
-            regions[..., torch.as_tensor(idx, device=regions.device), :, :].amax(dim=-3)
-            for idx in indices
-        ]
-        return torch.stack(parts, dim=-3)
-    return np.stack([regions[..., idx, :, :].max(axis=-3) for idx in indices], axis=-3)
+    return _max_over_groups(regions, _PNG_GROUPING_INDICES[grouping])
 
 
 def load_parsing_png(path: str | Path) -> np.ndarray:
@@ -825,10 +817,7 @@ class LabelSource:
 
     def group(self, stack: ArrayLike, grouping: str) -> ArrayLike:
         """``[..., C, h, w]`` -> ``[..., K, h, w]`` part masks."""
-        if self.name == "pifpaf":
-            return group_fields(stack, grouping)
-        self.check_grouping(grouping)
-        return group_regions(stack, grouping)
+        return (group_fields if self.name == "pifpaf" else group_regions)(stack, grouping)
 
     def flip(self, stack: ArrayLike) -> ArrayLike:
         """Mirror ``[..., C, h, w]`` along the width and swap left/right channels."""

@@ -78,8 +78,6 @@ import torch.nn.functional as F
 from bpbreid.config import Config, ConfigError
 from bpbreid.data.parsing import (
     check_grouping,
-    flip_fields,
-    group_fields,
     label_source,
     part_targets,
     resize_maps,
@@ -124,8 +122,6 @@ class FlipWithFieldSwap(A.HorizontalFlip):
         self.source = source
 
     def apply_to_masks(self, masks: np.ndarray, **params: Any) -> np.ndarray:
-        if self.source == "pifpaf":
-            return np.ascontiguousarray(flip_fields(masks))
         return np.ascontiguousarray(label_source(self.source).flip(masks))
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
@@ -144,8 +140,6 @@ class GroupFields(A.DualTransform):
         return img
 
     def apply_to_masks(self, masks: np.ndarray, **params: Any) -> np.ndarray:
-        if self.source == "pifpaf":
-            return np.ascontiguousarray(group_fields(masks, self.grouping))
         return np.ascontiguousarray(label_source(self.source).group(masks, self.grouping))
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:

@@ -56,6 +56,7 @@ from bpbreid.data.synthetic.appearance import (
     identity_appearance,
     sample_pose,
 )
+from bpbreid.data.synthetic.dataset import _is_complete, _move_into_place
 from bpbreid.data.synthetic.drawing import _draw_person_on, _Painter
 from bpbreid.data.synthetic.render import _camera_effects, render_background
 from bpbreid.errors import DatasetError
@@ -356,14 +357,6 @@ def _expected_meta(preset: str, seed: int) -> dict:
     }
 
 
-def _is_complete(folder: Path, expected: dict) -> bool:
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return all(meta.get(k) == json.loads(json.dumps(v)) for k, v in expected.items())
-
-
 def generate_sequences(root: str | Path, preset: str = "fast", seed: int = 0) -> Path:
     """Generate (or reuse) a set of tracking sequences and return its folder.
 
@@ -393,14 +386,7 @@ def generate_sequences(root: str | Path, preset: str = "fast", seed: int = 0) ->
         ]
         meta = {**expected, "sequences": summaries}
         (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")  # written last
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(partial, target)
-        except OSError:
-            if not _is_complete(target, expected):  # lost a race to a complete set: fine
-                raise
+        _move_into_place(partial, target, expected)  # the image set's atomic rename
     finally:
         shutil.rmtree(partial, ignore_errors=True)
         try:
