@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -377,3 +378,47 @@ def test_validation_split_selects_the_model_and_test_only_reports(tmp_path, data
     selected = read_checkpoint(tmp_path / "run" / "best.pth")["model"]
     reported = read_checkpoint(tmp_path / "run" / "model.pth")["model"]
     assert all(torch.equal(selected[k], reported[k]) for k in selected)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_training_process_stops_when_the_process_that_started_it_is_killed(tmp_path):
+    # `kill <demo pid>` must not leave the trainings running on, unseen, in the background.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = (
+        "import os, sys, time\n"
+        "from bpbreid.engine.pool import _exit_with_parent\n"
+        "_exit_with_parent(int(sys.argv[1]), interval=0.05)\n"
+        "open(sys.argv[2], 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    parent = (
+        "import os, subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid()), sys.argv[1]])\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", parent, str(pid_file)])
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+
+    def running(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return state not in ("Z", "X")
+
+    assert running(child_pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while running(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(child_pid)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -22,10 +24,32 @@ from bpbreid.paths import resolve_path
 from .state import EngineState
 
 
-def _train_in_process(cfg_dict: dict[str, Any], threads: int, resume: bool) -> dict[str, Any]:
+def _exit_with_parent(parent: int, interval: float = 2.0) -> None:
+    """Stop this process once the process that started it is gone.
+
+    A parent killed by a signal it does not handle (``kill <pid>``, an out-of-memory kill)
+    takes no children with it: without this, the trainings would run on, unseen, for many
+    minutes and keep writing into the run folders. Checkpoints are written atomically, so
+    stopping at any moment loses nothing saved.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _train_in_process(
+    cfg_dict: dict[str, Any], threads: int, resume: bool, parent: int | None = None
+) -> dict[str, Any]:
     """One training in a spawned process; returns its state (without RNG) as a dict."""
     # Imported here, in the worker: bpbreid.engine.trainer re-exports run_parallel.
     from .trainer import Trainer
+
+    if parent is not None:
+        _exit_with_parent(parent)
 
     cfg = config_from_dict(cfg_dict)
     cfg.train.threads = threads
@@ -82,7 +106,8 @@ def run_parallel(
     states: list[EngineState] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [
-            pool.submit(_train_in_process, config_to_dict(cfg), threads, resume) for cfg in configs
+            pool.submit(_train_in_process, config_to_dict(cfg), threads, resume, os.getpid())
+            for cfg in configs
         ]
         for cfg, future in zip(configs, futures):
             try:
