@@ -592,6 +592,62 @@ def test_demo_model_comparison_runs_tiny(data_root):
     assert table.count("\n") == 3 and "| bpbreid |" in table
 
 
+def test_demo_phases_time_each_phase_and_price_the_floor(data_root):
+    from bpbreid.bench.train import PHASES, demo_phases, format_demo_phases
+
+    overrides = ["data.synthetic.preset=tiny", f"data.root={data_root}", "train.batch_size=16"]
+    result = demo_phases(steps=2, rounds=2, models=("bpbreid", "global_id"), overrides=overrides)
+    assert result["peak_gflops"] > 0
+    for info in result["models"].values():
+        assert set(info["phases"]) == set(PHASES)
+        assert info["phases"]["forward"] > 0 and info["phases"]["backward"] > 0
+        assert info["gflop_per_step"] > 0
+        assert info["floor_s_per_step"] == info["gflop_per_step"] / result["peak_gflops"]
+    # The part head costs FLOPs that the global-only model does not have.
+    models = result["models"]
+    assert models["bpbreid"]["gflop_per_step"] > models["global_id"]["gflop_per_step"]
+    demo = result["demo"]
+    assert 0 < demo["floor_s"] and 0 < demo["measured_s"]
+    table = format_demo_phases(result)
+    assert "| bpbreid |" in table and "floor" in table
+
+
+def test_ceiling_compares_model_alone_and_both_pipelines_per_variant(data_root, tmp_path):
+    from bpbreid.bench.train import SOURCES, compare_ceiling, format_ceiling
+
+    cfg = synthetic_cfg(data_root, tmp_path / "run")
+    result = compare_ceiling(cfg, steps=2, device="cpu", warmup=1, threads=1)
+    rows = result["rows"]
+    assert [(r["variant"], r["source"]) for r in rows] == [
+        (v, s) for v in ("fp32", "amp_cl") for s in SOURCES
+    ]
+    for row in rows:
+        assert row["images_per_s"] > 0 and 0 <= row["data_wait"] <= 1
+        if row["source"] == "model":
+            assert row["vs_ceiling"] == 1.0
+    reference_fp32 = rows[1]
+    assert reference_fp32["source"] == "reference" and reference_fp32["vs_fp32"] == 1.0
+    table = format_ceiling(result)
+    assert table.count("| fp32 eager") == 3 and "of the ceiling (goal: at least 90%)" in table
+
+
+def test_step_flops_counts_forward_and_both_gradients():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from bpbreid.bench.train import step_flops
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    images = torch.randn(2, 3, 8, 8)
+    trainer = SimpleNamespace(model=model, train_step=lambda batch: model(batch).sum().backward())
+    conv_macs = 2 * 4 * 8 * 8 * 3 * 3 * 3  # output elements x (in channels x kernel)
+    linear_macs = 2 * 5 * 4 * 8 * 8
+    # The image needs no gradient: forward + weight gradient for the convolution; the linear
+    # layer also passes a gradient to its input.
+    assert step_flops(trainer, images) == 2 * conv_macs * 2 + 2 * linear_macs * 3
+
+
 def test_tensor_loader_answers_the_dataloader_questions(data_root, tmp_path):
     # Notebook 04 prints a training loader's workers and pinning, whichever pipeline built it.
     from bpbreid.engine import Trainer

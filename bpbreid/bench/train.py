@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="instead: each demo model on the CPU (synthetic_cpu, one thread), before and after "
         "the tensor pipeline + channels_last, in one run",
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="instead: the model alone (a batch kept on the device), the reference and the "
+        "tensor pipeline, per variant, on --config (default synthetic_gpu on CUDA, "
+        "synthetic_cpu on a CPU) with key=value overrides",
+    )
+    parser.add_argument(
+        "--config", default=None, help="with --ceiling: the configuration (name or YAML path)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", default=[], help="with --ceiling: config overrides key=value"
     )
     parser.add_argument(
         "--pipelines",
@@ -515,6 +529,172 @@ def time_training_variants(
     }
 
 
+SOURCES = ("model", "reference", "tensor")
+SOURCE_TITLES = {
+    "model": "model alone (one batch kept on the device: the ceiling)",
+    "reference": "reference pipeline (DataLoader, albumentations per image)",
+    "tensor": "tensor pipeline (decoded once, batches augmented on the device)",
+}
+# Market-1501's training set and the paper's schedule, to turn images/s into an epoch time.
+MARKET1501_TRAIN_IMAGES = 12_936
+PAPER_EPOCHS = 120
+VARIANT_OVERRIDES = {
+    "fp32": ["train.amp=off", "train.channels_last=false", "train.compile=false"],
+    "amp_cl": ["train.channels_last=true", "train.compile=false"],
+    "amp_cl_compile": ["train.channels_last=true", "train.compile=true"],
+}
+
+
+def _repeat(batch: Any) -> Any:
+    while True:
+        yield batch
+
+
+def compare_ceiling(
+    cfg: Any,
+    steps: int = 30,
+    device: str = "auto",
+    variants: tuple[str, ...] | None = None,
+    *,
+    warmup: int = 5,
+    rounds: int = 2,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Training images/s of the model alone, the reference and the tensor pipeline, per variant.
+
+    For each speed variant (``fp32`` eager with TF32 off, ``amp_cl``: AMP + channels_last,
+    ``amp_cl_compile``: + ``torch.compile``; default: all on CUDA, the first two on a CPU), one
+    :class:`~bpbreid.engine.trainer.Trainer` per pipeline on ``cfg``'s dataset, timed in whole
+    training steps, the three sources taking turns in ``rounds`` rounds:
+
+    * ``model``: the tensor trainer's step on one batch made once and kept on the device (no
+      loading, no augmentation): the ceiling the pipelines are measured against;
+    * ``reference``: ``data.pipeline=reference`` (``cfg.data.workers`` loader processes);
+    * ``tensor``: ``data.pipeline=tensor`` (its cache is built before timing).
+
+    Returns:
+        ``{"device", "batch_size", "image_size", "backbone", "steps", "rows": [{"variant",
+        "source", "images_per_s", "data_wait", "vs_fp32", "vs_ceiling"}]}``; ``vs_fp32``: to the
+        fp32 reference pipeline (None without an fp32 row), ``vs_ceiling``: to the model alone
+        in the same variant.
+    """
+    import torch
+
+    from bpbreid.config import apply_overrides
+    from bpbreid.data.datasets import build_dataset_from_config
+    from bpbreid.engine.distributed import resolve_device
+    from bpbreid.engine.trainer import Trainer
+
+    resolved = resolve_device(device)
+    cuda = resolved.type == "cuda"
+    variants = variants or (VARIANTS if cuda else ("fp32", "amp_cl"))
+    if threads is not None and not cuda:
+        torch.set_num_threads(int(threads))
+    rounds = max(1, min(int(rounds), int(steps)))
+    per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+    data = build_dataset_from_config(cfg)
+    batch_size = int(cfg.train.batch_size)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bpbreid-bench-") as tmp:
+        for variant in variants:
+            trainers: dict[str, Any] = {}
+            for pipeline in ("reference", "tensor"):
+                overrides = [
+                    *VARIANT_OVERRIDES[variant],
+                    f"data.pipeline={pipeline}",
+                    f"train.device={device}",
+                    f"train.output_dir={tmp}/{variant}_{pipeline}",
+                    "train.loggers=[]",
+                ]
+                if threads is not None:
+                    overrides.append(f"train.threads={int(threads)}")
+                if variant != "fp32" and cfg.train.amp == "off":
+                    overrides.append(f"train.amp={_amp_setting(resolved.type)}")
+                variant_cfg = apply_overrides(cfg, overrides, f"variant {variant}")
+                trainers[pipeline] = Trainer(variant_cfg, data=data, progress=False)
+            if cuda:
+                # The baseline is true fp32: no TF32 tensor cores (the trainer enables them).
+                tf32 = variant != "fp32"
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                torch.backends.cudnn.allow_tf32 = tf32
+            batches = {name: _forever(trainer.train_loader) for name, trainer in trainers.items()}
+            kept = next(batches["tensor"])
+            batches = {"model": _repeat(kept), **batches}
+            timed = {"model": trainers["tensor"], **trainers}
+            step_time, waited = _time_training_steps(timed, batches, per_round, warmup, resolved)
+            for source in SOURCES:
+                rows.append(
+                    {
+                        "variant": variant,
+                        "source": source,
+                        "images_per_s": steps * batch_size / max(step_time[source], 1e-9),
+                        "data_wait": min(1.0, waited[source] / max(step_time[source], 1e-9)),
+                    }
+                )
+            del batches, timed, trainers, kept
+    fp32 = next((r for r in rows if r["variant"] == "fp32" and r["source"] == "reference"), None)
+    for row in rows:
+        ceiling = next(r for r in rows if r["variant"] == row["variant"] and r["source"] == "model")
+        row["vs_ceiling"] = row["images_per_s"] / ceiling["images_per_s"]
+        row["vs_fp32"] = row["images_per_s"] / fp32["images_per_s"] if fp32 else None
+    return {
+        "device": _device_name(resolved),
+        "batch_size": batch_size,
+        "image_size": [int(cfg.data.height), int(cfg.data.width)],
+        "backbone": str(cfg.model.backbone),
+        "steps": int(steps),
+        "rows": rows,
+    }
+
+
+def _device_name(device: Any) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or 'cpu'}, {torch.get_num_threads()} thread(s))"
+
+
+def format_ceiling(result: dict[str, Any]) -> str:
+    """A markdown table of :func:`compare_ceiling`, with the epoch times it implies and the
+    device pipeline's goals (90% of the ceiling with AMP + channels_last, 3x fp32 reference)."""
+    height, width = result["image_size"]
+    lines = [
+        f"{result['backbone']} at {height}x{width}, batch {result['batch_size']}, on "
+        f"{result['device']}, {result['steps']} timed steps per source.",
+        "",
+        "| variant | source | images/s | vs fp32 reference | vs ceiling | waiting for data "
+        f"| Market-1501 epoch | {PAPER_EPOCHS} epochs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        epoch = MARKET1501_TRAIN_IMAGES / row["images_per_s"]
+        vs_fp32 = f"{row['vs_fp32']:.2f}x" if row["vs_fp32"] is not None else "n/a"
+        lines.append(
+            f"| {VARIANT_TITLES[row['variant']]} | {SOURCE_TITLES[row['source']]} "
+            f"| {row['images_per_s']:,.0f} | {vs_fp32} | {100 * row['vs_ceiling']:.0f}% "
+            f"| {100 * row['data_wait']:.0f}% | {epoch:,.0f} s "
+            f"| {PAPER_EPOCHS * epoch / 60:,.1f} min |"
+        )
+    tensor_amp = next(
+        (r for r in result["rows"] if r["variant"] == "amp_cl" and r["source"] == "tensor"), None
+    )
+    if tensor_amp is not None:
+        lines += [
+            "",
+            f"Tensor pipeline, AMP + channels_last: {100 * tensor_amp['vs_ceiling']:.0f}% "
+            "of the ceiling (goal: at least 90%)",
+        ]
+        if tensor_amp["vs_fp32"] is not None:
+            lines[-1] += (
+                f"; {tensor_amp['vs_fp32']:.2f}x the fp32 reference pipeline (goal: at least 3x)"
+            )
+        lines[-1] += "."
+    return "\n".join(lines)
+
+
 # The demo's CPU training before and after its speed work: the albumentations pipeline in
 # the default memory layout, and the decode-once tensor pipeline with channels_last.
 DEMO_VARIANTS: dict[str, list[str]] = {
@@ -551,6 +731,187 @@ def compare_demo_models(
             )
             for name in (models or MODELS)
         }
+
+
+PHASES = ("data", "transfer", "forward", "backward", "optimizer")
+
+
+def dense_peak_gflops(seconds: float = 0.5) -> float:
+    """Single-precision GFLOP/s of the fastest dense kernel on this process's threads.
+
+    The best of square matrix products (512, 1024, 2048) and a 3x3 convolution of 256
+    channels on 16x16 maps, batch 64, channels_last (each run for ``seconds``): large dense
+    kernels are the best case for a CPU's vector units, so this stands for what the machine
+    can do at most; the small convolutions of a training step reach a share of it.
+    """
+    import torch
+
+    def rate(run: Callable[[], Any], flops: float) -> float:
+        run()  # warm-up
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or count < 3:
+            run()
+            count += 1
+        return flops * count / (time.perf_counter() - start) / 1e9
+
+    best = 0.0
+    for size in (512, 1024, 2048):
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        best = max(best, rate(lambda a=a, b=b: torch.mm(a, b), 2 * size**3))
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(64, 256, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        best = max(best, rate(lambda: conv(x), 2 * 64 * 16 * 16 * 256 * 256 * 9))
+    return best
+
+
+def step_flops(trainer: Any, batch: Any) -> float:
+    """FLOPs of the convolutions and linear layers in one training step of ``trainer``.
+
+    Counted with forward hooks during one real step: ``2 x MACs`` forward, as much again for
+    the weight gradient, and again for the input gradient wherever the input needs one (not
+    the first layer: the image has no gradient). Everything else (normalization, activations,
+    pooling, losses, the optimizer) is left out, so this is a lower bound of the work.
+    """
+    from torch import nn
+
+    total = 0.0
+
+    def count(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            macs = output.numel() * module.weight[0].numel()
+        else:
+            macs = output.numel() * module.in_features
+        total += 2 * macs * (2 + int(bool(inputs[0].requires_grad)))
+
+    layers = [m for m in trainer.model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    handles = [m.register_forward_hook(count) for m in layers]
+    try:
+        trainer.train_step(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def demo_phases(
+    steps: int = 30,
+    rounds: int = 3,
+    models: tuple[str, ...] | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Where each demo model's CPU training step goes, against the machine's arithmetic peak.
+
+    Each model as the demo trains it (``synthetic_cpu``, one thread), the models taking turns
+    in ``rounds`` rounds: seconds per step in each phase (``data``: the next batch from the
+    loader; ``transfer``: to the device and memory layout; ``forward`` with the loss;
+    ``backward``; ``optimizer`` with the scheduler), the convolution + linear FLOPs of a step
+    (:func:`step_flops`) and the single-thread dense-kernel peak (:func:`dense_peak_gflops`).
+    From those: the demo's training time on two processes as measured, and the floor it
+    could not beat at the peak.
+
+    Returns:
+        ``{"peak_gflops", "models": {name: {"images_per_s", "phases": {phase: s/step},
+        "gflop_per_step", "floor_s_per_step"}}, "demo": {"measured_s", "floor_s",
+        "processes", "steps"}}``.
+    """
+    import torch
+
+    from bpbreid.config import apply_overrides, load_config
+    from bpbreid.data.datasets import build_dataset_from_config
+    from bpbreid.demo import MODELS, longest_first, model_configs, schedule_seconds
+    from bpbreid.engine.trainer import Trainer
+
+    torch.set_num_threads(1)
+    names = models or MODELS
+    base = load_config("synthetic_cpu", ["train.device=cpu", *(overrides or [])])
+    data = build_dataset_from_config(base)
+    rounds = max(1, min(int(rounds), int(steps)))
+    per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+    with tempfile.TemporaryDirectory(prefix="bpbreid-bench-") as tmp:
+        configs = model_configs(base, Path(tmp), seed=0)
+        trainers, batches = {}, {}
+        for name in names:
+            cfg = apply_overrides(
+                configs[name], ["train.loggers=[]", "train.threads=1"], f"model {name}"
+            )
+            trainers[name] = Trainer(cfg, data=data, progress=False)
+            batches[name] = _forever(trainers[name].train_loader)
+        flops = {name: step_flops(t, next(batches[name])) for name, t in trainers.items()}
+        for name, trainer in trainers.items():
+            for _ in range(3):
+                trainer.train_step(next(batches[name]))
+        phases = {name: dict.fromkeys(PHASES, 0.0) for name in names}
+        for count in per_round:
+            for name, trainer in trainers.items():
+                for _ in range(count):
+                    tick = time.perf_counter()
+                    batch = next(batches[name])
+                    phases[name]["data"] += time.perf_counter() - tick
+                    trainer.train_step(batch, phase_seconds=phases[name])
+        max_steps = {name: int(configs[name].train.max_steps) for name in names}
+        order = longest_first({name: configs[name] for name in names})
+        del batches, trainers
+    peak = dense_peak_gflops()
+    batch_size = int(base.train.batch_size)
+    result: dict[str, Any] = {"peak_gflops": peak, "models": {}}
+    for name in names:
+        per_step = {phase: seconds / steps for phase, seconds in phases[name].items()}
+        result["models"][name] = {
+            "images_per_s": batch_size / sum(per_step.values()),
+            "phases": per_step,
+            "gflop_per_step": flops[name] / 1e9,
+            "floor_s_per_step": flops[name] / 1e9 / peak,
+        }
+    processes = 2
+
+    def demo_seconds(key: str) -> float:
+        def seconds(name: str) -> float:
+            info = result["models"][name]
+            return sum(info["phases"].values()) if key == "measured" else info[key]
+
+        return schedule_seconds({n: max_steps[n] * seconds(n) for n in order}, [], processes)
+
+    result["demo"] = {
+        "measured_s": demo_seconds("measured"),
+        "floor_s": demo_seconds("floor_s_per_step"),
+        "processes": processes,
+        "steps": max_steps,
+    }
+    return result
+
+
+def format_demo_phases(result: dict[str, Any]) -> str:
+    """A markdown table of :func:`demo_phases`, and the demo's training time it implies."""
+    lines = [
+        "| model | images/s | data | transfer | forward + loss | backward | optimizer "
+        "| conv + linear GFLOP/step | floor at peak | step / floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, info in result["models"].items():
+        total = sum(info["phases"].values())
+        shares = " | ".join(
+            f"{1000 * info['phases'][p]:.0f} ms ({100 * info['phases'][p] / total:.0f}%)"
+            for p in PHASES
+        )
+        lines.append(
+            f"| {name} | {info['images_per_s']:.0f} | {shares} | {info['gflop_per_step']:.1f} "
+            f"| {1000 * info['floor_s_per_step']:.0f} ms "
+            f"| {total / info['floor_s_per_step']:.1f}x |"
+        )
+    demo = result["demo"]
+    lines += [
+        "",
+        "Single-thread dense-kernel peak on this machine (best of matrix products and a "
+        f"large convolution): {result['peak_gflops']:.0f} GFLOP/s. "
+        f"The demo's trainings on {demo['processes']} single-threaded processes (longest first): "
+        f"{demo['measured_s'] / 60:.1f} min at the speeds above; "
+        f"{demo['floor_s'] / 60:.1f} min if every convolution and linear layer ran at that peak "
+        "and nothing else took time (the floor).",
+    ]
+    return "\n".join(lines)
 
 
 def format_demo_comparison(result: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -629,6 +990,24 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(format_demo_comparison(compare_demo_models(steps, rounds=min(3, steps))))
+        print()
+        print("Where each step goes (the demo's configuration), per step:", flush=True)
+        print(format_demo_phases(demo_phases(steps, rounds=min(3, steps))))
+        return 0
+    if getattr(args, "ceiling", False):
+        from bpbreid.config import load_config
+
+        cuda = resolve_device(args.device).type == "cuda"
+        config = args.config or ("synthetic_gpu" if cuda else "synthetic_cpu")
+        overrides = list(args.overrides or [])
+        if not cuda:
+            overrides = ["data.synthetic.preset=small", *overrides]
+        cfg = load_config(config, overrides)
+        steps = args.steps or (30 if cuda else 4)
+        variants = tuple(args.variants) if args.variants else None
+        print(f"Ceiling and pipelines ({config}), sources taking turns:", flush=True)
+        result = compare_ceiling(cfg, steps, args.device, variants, warmup=args.warmup or 5)
+        print(format_ceiling(result))
         return 0
     if getattr(args, "pipelines", False):
         from bpbreid.config import load_config

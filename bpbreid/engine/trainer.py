@@ -595,12 +595,21 @@ class Trainer:
         self.state.epoch = epoch
         self.state.history.append(metrics)
 
-    def train_step(self, batch: Mapping[str, Any], epoch: int = 0) -> dict[str, float]:
+    def train_step(
+        self,
+        batch: Mapping[str, Any],
+        epoch: int = 0,
+        phase_seconds: dict[str, float] | None = None,
+    ) -> dict[str, float]:
         """One optimizer step on a batch dict (``image`` ``[N, 3, H, W]``, ``pid`` ``[N]``,
         optional ``target_masks`` ``[N, K+1, h, w]``); returns the loss components.
 
-        Does not advance ``state.step`` (``fit`` does); ``epoch`` only labels errors.
+        Does not advance ``state.step`` (``fit`` does); ``epoch`` only labels errors. With
+        ``phase_seconds``, the seconds of each phase (``transfer``, ``forward`` with the loss,
+        ``backward``, ``optimizer``) are added to it, the device synchronized at each boundary
+        (what ``bench train --demo`` reports; slower on a GPU, so off in training).
         """
+        clock = _PhaseClock(phase_seconds, self.device)
         images = batch["image"].to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -611,18 +620,22 @@ class Trainer:
         autocast = torch.autocast(
             device_type=self.device.type, dtype=self.amp.dtype, enabled=self.amp.enabled
         )
+        clock.mark("transfer")
         with autocast:
             loss, components = self.train_model(images, pids, targets)
         components = {k: float(v) for k, v in components.items()}
         total = components.get("total", float(loss.detach()))
         components.setdefault("total", total)
         self._check_finite(loss, components, epoch)
+        clock.mark("forward")
 
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        clock.mark("backward")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        clock.mark("optimizer")
         return components
 
     def _check_finite(self, loss: torch.Tensor, components: dict[str, float], epoch: int) -> None:
@@ -735,6 +748,24 @@ class Trainer:
         )
         self.state.warnings.append(message)
         warnings.warn(message, TrainingWarning, stacklevel=4)
+
+
+class _PhaseClock:
+    """Adds the seconds since the previous mark to ``seconds[phase]`` (no-op without a dict)."""
+
+    def __init__(self, seconds: dict[str, float] | None, device: torch.device) -> None:
+        self.seconds = seconds
+        self.device = device
+        self.last = time.perf_counter() if seconds is not None else 0.0
+
+    def mark(self, phase: str) -> None:
+        if self.seconds is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self.last
+        self.last = now
 
 
 class ModelWithLoss(nn.Module):
