@@ -482,11 +482,14 @@ class Ranking:
         )
         return parts[:, 0].cpu().numpy()
 
-    def figure(self, query_index: int = 0, topk: int | None = None, dpi: int = 80) -> Any:
+    def figure(
+        self, query_index: int = 0, topk: int | None = None, dpi: float | None = None
+    ) -> Any:
         """The ranking figure of one query (:func:`bpbreid.viz.ranking.plot_ranking`).
 
         Rows are green when both file names carry the same identity, red otherwise; images
-        whose names carry no identity show ``id -1``.
+        whose names carry no identity show ``id -1``. ``dpi`` defaults to the active style's
+        ``figure.dpi``.
 
         Returns:
             A matplotlib figure.
@@ -522,9 +525,15 @@ class Ranking:
         return plot_ranking(query, gallery, self.gallery.names, title=title, dpi=dpi)
 
     def save_figures(
-        self, out_dir: str | Path, query_indices: Sequence[int] | None = None, dpi: int = 80
+        self,
+        out_dir: str | Path,
+        query_indices: Sequence[int] | None = None,
+        dpi: float | None = None,
     ) -> list[Path]:
-        """One ranking PNG per query (default: every query) in ``out_dir``."""
+        """One ranking PNG per query (default: every query) in ``out_dir``.
+
+        ``dpi`` defaults to the active style's ``figure.dpi`` to draw and ``savefig.dpi`` to save.
+        """
         import matplotlib.pyplot as plt
 
         out = Path(out_dir)
@@ -536,7 +545,7 @@ class Ranking:
             if fig is None:
                 break
             path = out / f"ranking_q{int(index):04d}_{Path(self.query.paths[index]).stem}.png"
-            fig.savefig(path, dpi=dpi)
+            fig.savefig(path, dpi=dpi)  # None: savefig.dpi of the active style
             plt.close(fig)
             written.append(path)
         return written

@@ -121,6 +121,10 @@ def test_ranking_figure_when_the_viz_module_exists(checkpoint, image_dir):
     ranking = extractor.rank(image_dir, image_dir, topk=2)
     fig = ranking.figure(1)
     assert fig is not None and len(fig.axes) >= 3 * 2  # (1 + topk) rows of image axes
+    assert fig.dpi == matplotlib.rcParams["figure.dpi"]  # the active style's resolution
+    plt.close(fig)
+    fig = ranking.figure(1, dpi=60)
+    assert fig.dpi == 60
     plt.close(fig)
     parts = ranking.part_distances(1)
     assert parts.shape == (ranking.query.features.shape[1], len(ranking.gallery))

@@ -103,6 +103,20 @@ def test_plot_ranking_selected_columns_and_invisible_parts_greyed():
         plt.close(fig)
 
 
+def test_plot_ranking_follows_the_active_style_unless_given_a_dpi():
+    query, gallery = _ranking(topk=1)
+    with matplotlib.rc_context({"figure.dpi": 100}):
+        styled = plot_ranking(query, gallery, NAMES)
+        pinned = plot_ranking(query, gallery, NAMES, dpi=60)
+    try:
+        assert styled.dpi == 100 and pinned.dpi == 60
+        # The layout is set in inches: the same figure size whatever the resolution.
+        assert tuple(styled.get_size_inches()) == tuple(pinned.get_size_inches())
+    finally:
+        plt.close(styled)
+        plt.close(pinned)
+
+
 def test_channel_for_embedding():
     names = ["bn_global", "bn_foreground", "background", "head", "legs", "concat_parts"]
     assert channel_for_embedding(names) == [None, "foreground", 0, 1, 2, "foreground"]
@@ -205,6 +219,19 @@ def test_save_rankings_writes_pngs(eval_result, tmp_path):
             assert img.size[0] > 100 and img.size[1] > 100
     picked = save_rankings(eval_result, tmp_path / "idx", which=[4], topk=2)
     assert picked[0].name == "query_query01_q00004.png" and picked[0].is_file()
+
+
+def test_save_rankings_resolution_from_the_style_or_the_argument(eval_result, tmp_path):
+    def width(dpi=None, **style):
+        with matplotlib.rc_context(style):
+            (path,) = save_rankings(eval_result, tmp_path / str(dpi), which=[0], topk=1, dpi=dpi)
+        with Image.open(path) as img:
+            return img.size[0]
+
+    styled = width(**{"figure.dpi": 50, "savefig.dpi": 100})
+    pinned = width(dpi=50, **{"savefig.dpi": 100})
+    # savefig.dpi of the style sets the PNG's resolution; an explicit dpi overrides it
+    assert abs(styled - 2 * pinned) <= 2
 
 
 def test_plots_cmc_and_ap_histogram(eval_result):

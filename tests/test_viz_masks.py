@@ -14,9 +14,11 @@ from bpbreid.viz.masks import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
     overlay_parts,
+    panel_title,
     part_colours,
     part_labels,
     plot_maps,
+    plot_overlay_grid,
     short_name,
     to_image,
 )
@@ -71,6 +73,54 @@ def test_plot_maps_draws_one_panel_per_map():
     drawn = [ax for ax in fig.axes if ax.images]
     assert len(drawn) == 6 and drawn[0].get_title() == "image"
     plt.close(fig)
+
+
+def _overlaps(fig) -> list[tuple[str, str]]:
+    """Pairs of panel titles whose drawn boxes intersect."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [(ax.title.get_text(), ax.title.get_window_extent(renderer)) for ax in fig.axes]
+    boxes = [(text, box) for text, box in boxes if text]
+    return [
+        (a, b)
+        for i, (a, box_a) in enumerate(boxes)
+        for b, box_b in boxes[i + 1 :]
+        if box_a.overlaps(box_b)
+    ]
+
+
+def test_36_field_titles_are_readable_and_do_not_overlap():
+    from bpbreid.data.parsing import FIELD_NAMES
+
+    maps = np.random.default_rng(0).random((36, 32, 16))
+    # Chapters 01 and 06 draw the 36 fields with an image, ten panels a row.
+    fig = plot_maps(maps, FIELD_NAMES, image=np.zeros((64, 32, 3)), ncols=10, size=0.95, title="t")
+    try:
+        titled = [ax for ax in fig.axes if ax.get_title()]
+        assert len(titled) == 37
+        assert min(ax.title.get_fontsize() for ax in titled) >= 8
+        assert _overlaps(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_overlay_grid_titles_are_readable_and_do_not_overlap():
+    image = np.zeros((64, 32, 3), dtype=np.uint8)
+    titles = ["right, pedestrian", "front, none", "left, vehicle"]
+    fig = plot_overlay_grid({"image": [(image, None)] * 3}, titles=titles, size=0.8)
+    try:
+        assert min(ax.title.get_fontsize() for ax in fig.axes if ax.get_title()) >= 8
+        assert _overlaps(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_panel_title_breaks_field_names_between_their_keypoints():
+    assert panel_title("L shoulder-R shoulder", 0.9) == "L shoulder-\nR shoulder"
+    assert panel_title("nose", 0.9) == "nose"
+    # 0.9 inch at 8 pt holds 13 average glyphs
+    lines = panel_title("a long title of many words", 0.9).split("\n")
+    assert len(lines) == 2 and all(len(line) <= 13 for line in lines)
 
 
 def test_short_names():

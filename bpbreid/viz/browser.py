@@ -30,6 +30,8 @@ class RankingBrowser:
         output: the ``Output`` widget holding the figure.
         widget: the whole browser (display it).
         figure: the last figure drawn.
+
+    ``dpi`` defaults to the active style's ``figure.dpi``, as every other figure of a notebook.
     """
 
     def __init__(
@@ -39,7 +41,7 @@ class RankingBrowser:
         topk: int = 5,
         order: str = "worst",
         max_queries: int = 200,
-        dpi: int = 72,
+        dpi: float | None = None,
     ) -> None:
         import ipywidgets as widgets
 

@@ -14,6 +14,7 @@ figure of the course.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,11 @@ from bpbreid.viz.diagrams import PART_COLOURS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Panel titles of the map and overlay grids: the smallest size that stays readable at the course's
+# 100 dpi (11 px tall), and the average glyph width of the default font (DejaVu Sans) in ems, to
+# wrap a title before it runs into its neighbour's.
+PANEL_TITLE_SIZE = 8.0
+GLYPH_WIDTH = 0.6
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -166,6 +172,25 @@ def short_name(name: str) -> str:
     return name.replace("_to_", "-").replace("_", " ")
 
 
+def panel_title(text: str, width: float, fontsize: float = PANEL_TITLE_SIZE) -> str:
+    """``text`` wrapped onto as many lines as it needs to fit a panel ``width`` inches wide.
+
+    A field name breaks between its two keypoints (``L shoulder-`` / ``R shoulder``), anything
+    else between words.
+    """
+    chars = max(4, int(width * 72 / (GLYPH_WIDTH * fontsize)))
+    lines: list[str] = []
+    for line in text.split("\n"):
+        head, dash, tail = line.partition("-")
+        if len(line) <= chars:
+            lines.append(line)
+        elif dash and len(head) < chars and len(tail) <= chars:
+            lines += [head + dash, tail]
+        else:
+            lines += textwrap.wrap(line, chars, break_on_hyphens=False) or [line]
+    return "\n".join(lines)
+
+
 def plot_maps(
     maps: Any,
     names: Sequence[str],
@@ -177,31 +202,39 @@ def plot_maps(
 ) -> Figure:
     """A grid of single-channel maps ``[C, h, w]`` (fields, parts, attention), one per name.
 
-    With ``image``, the image is drawn first (so the reader can compare positions).
+    With ``image``, the image is drawn first (so the reader can compare positions). Titles are
+    wrapped to the panel width (``size`` inches), so 36 PifPaf field names fit side by side.
     """
     array = _numpy(maps)
     panels = array.shape[0] + (image is not None)
     rows = int(np.ceil(panels / ncols))
     h, w = array.shape[1:]
-    fig, axes = plt.subplots(rows, ncols, figsize=(ncols * size, rows * size * h / w + 0.3))
+    # Leave a little of the column for the gap between panels.
+    titles = ["image"] * (image is not None) + [
+        panel_title(short_name(n), 0.92 * size) for n in names[: array.shape[0]]
+    ]
+    lines = max(t.count("\n") + 1 for t in titles)
+    title_height = lines * PANEL_TITLE_SIZE * 1.3 / 72  # inches above each row of panels
+    header = 0.35 if title else 0.0  # inches for the figure title, kept out of the panels' room
+    height = rows * (size * h / w + title_height) + header + 0.1
+    fig, axes = plt.subplots(rows, ncols, figsize=(ncols * size, height))
     axes = np.atleast_1d(axes).ravel()
     offset = 0
     if image is not None:
         axes[0].imshow(to_image(image))
-        axes[0].set_title("image", fontsize=6)
         offset = 1
     for i in range(array.shape[0]):
-        ax = axes[i + offset]
-        ax.imshow(array[i], cmap=cmap, vmin=0.0, vmax=1.0)
-        ax.set_title(short_name(names[i]), fontsize=6)
+        axes[i + offset].imshow(array[i], cmap=cmap, vmin=0.0, vmax=1.0)
+    for ax, text in zip(axes, titles):
+        ax.set_title(text, fontsize=PANEL_TITLE_SIZE, linespacing=1.0)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in axes[panels:]:
         ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    fig.tight_layout(pad=0.3, w_pad=0.3, h_pad=0.3, rect=(0, 0, 1, 1 - header / height))
     return fig
 
 
@@ -250,7 +283,7 @@ def plot_overlay_grid(
         if legends and name in legends:
             legend(axes[r, -1], legends[name])
     for c, title in enumerate(titles or []):
-        axes[0, c].set_title(title, fontsize=7)
+        axes[0, c].set_title(panel_title(title, 0.95 * size), fontsize=PANEL_TITLE_SIZE)
     return fig
 
 
@@ -300,6 +333,7 @@ __all__ = [
     "draw_skeleton",
     "legend",
     "overlay_parts",
+    "panel_title",
     "part_colours",
     "part_labels",
     "plot_maps",

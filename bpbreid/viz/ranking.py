@@ -148,7 +148,7 @@ def plot_ranking(
     embedding_names: Sequence[str],
     columns: Sequence[int] | None = None,
     title: str | None = None,
-    dpi: int = 80,
+    dpi: float | None = None,
 ) -> Figure:
     """The ranking figure of one query.
 
@@ -159,7 +159,8 @@ def plot_ranking(
         embedding_names: names of the P test embeddings (``"bn_foreground"``, part names).
         columns: which embeddings get a column (default: all P).
         title: figure title.
-        dpi: figure resolution.
+        dpi: figure resolution; default: the active style's ``figure.dpi`` (the course's
+            figure style sets it in every notebook).
 
     Returns:
         A figure with ``(1 + k) x (1 + len(columns))`` image axes.
@@ -412,7 +413,7 @@ def save_rankings(
     count: int = 10,
     set_name: str = "query",
     seed: int = 0,
-    dpi: int = 80,
+    dpi: float | None = None,
 ) -> list[Path]:
     """Write one ranking PNG per chosen query of an evaluation.
 
@@ -424,7 +425,8 @@ def save_rankings(
         count: number of queries for worst/best/random.
         set_name: query set (``"query"``, ``"query_holistic"``...).
         seed: for ``"random"``.
-        dpi: resolution.
+        dpi: resolution of the figures and of the PNGs; default: the active style's
+            ``figure.dpi`` to draw and ``savefig.dpi`` to save.
 
     Returns:
         The paths written, in order.
@@ -442,7 +444,7 @@ def save_rankings(
         title = f"{set_name} #{index} (id {query.pid}, cam {query.camid}): {ap_text}"
         fig = plot_ranking(query, items, result.embedding_names, title=title, dpi=dpi)
         path = out / f"{set_name}_{tag}{position:02d}_q{index:05d}.png"
-        fig.savefig(path, dpi=dpi)
+        fig.savefig(path, dpi=dpi)  # None: savefig.dpi of the active style
         plt.close(fig)
         paths.append(path)
     return paths
