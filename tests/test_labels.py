@@ -403,6 +403,28 @@ def test_example_crops_come_with_keypoints_the_json_adapter_reads(tmp_path):
     assert gallery[0].stat().st_mtime_ns == before  # kept, not redrawn
 
 
+def test_example_crops_of_an_earlier_call_are_replaced_and_own_files_kept(tmp_path):
+    # A notebook run in FAST mode then in CPU mode must not leave a mix of both sets.
+    from bpbreid.labels.examples import write_example_crops
+
+    folder = tmp_path / "crops"
+    write_example_crops(folder, identities=[3, 4, 5], distractors=[9], height=32, width=16)
+    own = folder / "gallery" / "0001_c1s1_000001_00.jpg"
+    own.write_bytes(b"mine")  # a user's file in the same folder, named as Market-1501
+    write_example_crops(folder, identities=[3], height=32, width=16)
+    names = sorted(p.name for p in folder.rglob("*.jpg"))
+    assert names == sorted(
+        ["0003_c1s1_000000_00.jpg", "0003_c2s1_000001_00.jpg", "0003_c3s1_000002_00.jpg",
+         "0003_c4s1_000003_00.jpg", own.name]
+    )  # fmt: skip
+    assert own.read_bytes() == b"mine"
+    assert len(list(folder.rglob("*.json"))) == 4
+    # Another size redraws every crop.
+    write_example_crops(folder, identities=[3], height=64, width=32)
+    image = np.asarray(Image.open(folder / "query" / "0003_c1s1_000000_00.jpg"))
+    assert image.shape == (64, 32, 3)
+
+
 class _RecordingEstimator:
     """Records the size of every image it is given; answers a skeleton in those pixels."""
 

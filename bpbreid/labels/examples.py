@@ -21,6 +21,9 @@ import numpy as np
 
 from bpbreid.labels.keypoints import write_keypoints_json
 
+# The list of the crops a call wrote, so that the next call can remove those it does not draw.
+MANIFEST = ".example_crops"
+
 
 def write_example_crops(
     folder: str | Path,
@@ -35,7 +38,10 @@ def write_example_crops(
 
     Each identity gets one occluded query (camera 1) and ``gallery_per_identity`` gallery
     crops from cameras 2, 3, ... (the first one occluded, the others not); each distractor
-    one gallery crop. Existing files are kept (the drawing is deterministic).
+    one gallery crop. Existing files are kept (the drawing is deterministic); crops that an
+    earlier call wrote into ``folder`` and this one does not are removed (they are listed in
+    ``<folder>/.example_crops``), so the folder holds exactly this set. Files of your own in
+    ``folder`` are never touched.
 
     Args:
         folder: output folder (``query/`` and ``gallery/`` are created in it).
@@ -60,9 +66,23 @@ def write_example_crops(
         plan.append(("query", pid, 1, True))
         plan += [("gallery", pid, 2 + g, g == 0) for g in range(gallery_per_identity)]
     plan += [("gallery", pid, 2 + i % 5, False) for i, pid in enumerate(distractors)]
-    for index, (split, pid, camera, occluded) in enumerate(plan):
-        stem = f"{pid:04d}_c{camera}s1_{index:06d}_00"
-        image_path = root / split / f"{stem}.jpg"
+    stems = [
+        f"{split}/{pid:04d}_c{camera}s1_{index:06d}_00"
+        for index, (split, pid, camera, _) in enumerate(plan)
+    ]
+    written = {f"{stem}{suffix}" for stem in stems for suffix in (".jpg", ".json")}
+    drawing = f"# seed={seed} height={height} width={width}"
+    manifest = root / MANIFEST
+    if manifest.is_file():
+        lines = manifest.read_text().split("\n")
+        # Crops drawn with another seed or size are all redrawn.
+        keep = written if lines[0] == drawing else set()
+        for name in set(lines[1:]) - keep:
+            # Only names this function writes ("<split>/<stem>.jpg|json") are removed.
+            if name.count("/") == 1 and name.split("/")[0] in ("query", "gallery"):
+                (root / name).unlink(missing_ok=True)
+    for index, ((_, pid, camera, occluded), stem) in enumerate(zip(plan, stems)):
+        image_path = root / f"{stem}.jpg"
         if image_path.is_file() and image_path.with_suffix(".json").is_file():
             continue
         sample = render_sample(
@@ -80,4 +100,8 @@ def write_example_crops(
         image_path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(sample.image).save(image_path, quality=95)
         write_keypoints_json(image_path.with_suffix(".json"), sample.keypoints, (height, width))
+    root.mkdir(parents=True, exist_ok=True)
+    partial = manifest.with_name(manifest.name + ".partial")
+    partial.write_text("\n".join([drawing, *sorted(written)]) + "\n")
+    partial.replace(manifest)
     return root
