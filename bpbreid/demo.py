@@ -273,19 +273,18 @@ def label_visibility(mask_path: str, cfg: Any) -> Any:
     Returns:
         ``(visible, hidden)``: two lists of K booleans (``hidden`` implies not ``visible``).
     """
+    from bpbreid.data.datasets import label_size
     from bpbreid.data.parsing import (
         hard_labels,
         load_label_parts,
         part_targets,
         resize_maps,
     )
-    from bpbreid.data.transforms import MASK_STRIDE
 
     masks = cfg.model.bpbreid.masks
     parts = load_label_parts(mask_path, masks.preprocess)
-    size = (cfg.data.height // MASK_STRIDE, cfg.data.width // MASK_STRIDE)
     targets = part_targets(
-        resize_maps(parts, size, mode="area"),
+        resize_maps(parts, label_size(cfg), mode="area"),
         strategy=masks.background_computation_strategy,
         threshold=masks.mask_filtering_threshold,
         softmax_weight=masks.softmax_weight,

@@ -388,6 +388,8 @@ def hard_labels(targets: np.ndarray | torch.Tensor) -> Any:
 # --------------------------------------------------------------------------------------
 
 # The official label folder: <dataset>/masks/<DEFAULT_MASKS_DIR>/<split>/<stem><suffix>.
+# Training targets are at 1/4 of the image size; the pixel loss resizes them to the logits.
+MASK_STRIDE = 4
 DEFAULT_MASKS_DIR = "pifpaf_maskrcnn_filtering"
 # Human-parsing PNGs beside the images: <dataset>/<split folder>_parsing_pgt/<stem>.png (the
 # layout of the SCHP pseudo-labels shipped by public re-id repositories).

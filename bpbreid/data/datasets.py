@@ -1308,7 +1308,7 @@ def label_size(cfg: Config) -> tuple[int, int]:
     The official PifPaf fields are coarser still (about 1/8); a full-resolution PNG would cost
     ``C H W`` floats per image in memory and per augmentation for no gain in the targets.
     """
-    from bpbreid.data.transforms import MASK_STRIDE
+    from bpbreid.parts import MASK_STRIDE
 
     return (max(1, cfg.data.height // MASK_STRIDE), max(1, cfg.data.width // MASK_STRIDE))
 

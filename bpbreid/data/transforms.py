@@ -76,6 +76,7 @@ import torch
 import torch.nn.functional as F
 
 from bpbreid.config import Config, ConfigError
+from bpbreid.parts import MASK_STRIDE
 from bpbreid.data.parsing import (
     check_grouping,
     label_source,
@@ -83,7 +84,6 @@ from bpbreid.data.parsing import (
     resize_maps,
 )
 
-MASK_STRIDE = 4  # targets are at 1/4 of the image size; the pixel loss resizes to the logits
 PAD_SIZE = 10  # official random-crop padding (pixels on each side) at a width of 128
 PAD_REFERENCE_WIDTH = 128
 ERASE_SCALE = (0.02, 0.4)  # torchreid RandomErasing: erased area as a fraction of the image
