@@ -323,15 +323,44 @@ PIPELINE_TITLES = {
 }
 
 
+def _bench_trainer(
+    cfg: Any,
+    overrides: list[str],
+    output_dir: str,
+    device: str,
+    threads: int | None,
+    data: Any,
+    what: str,
+) -> Any:
+    """A quiet :class:`~bpbreid.engine.trainer.Trainer` of ``cfg`` + ``overrides`` on ``data``
+    (no loggers, its own ``output_dir``), as every timing here builds them."""
+    from bpbreid.config import apply_overrides
+    from bpbreid.engine.trainer import Trainer
+
+    extra = [f"train.device={device}", f"train.output_dir={output_dir}", "train.loggers=[]"]
+    if threads is not None:
+        extra.append(f"train.threads={int(threads)}")
+    return Trainer(apply_overrides(cfg, [*overrides, *extra], what), data=data, progress=False)
+
+
+def _per_round(steps: int, rounds: int) -> list[int]:
+    """``steps`` split into at most ``rounds`` nearly equal turns (at least one step each)."""
+    rounds = max(1, min(int(rounds), int(steps)))
+    return [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+
+
 def _time_training_steps(
     trainers: dict[str, Any],
     batches: dict[str, Any],
     per_round: list[int],
     warmup: int,
     device: Any,
+    phases: dict[str, dict[str, float]] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds of whole training steps per trainer, and of them the seconds spent waiting
-    for batches; the trainers take turns, ``per_round[r]`` steps each in round ``r``."""
+    for batches; the trainers take turns, ``per_round[r]`` steps each in round ``r``. With
+    ``phases``, each trainer's timed steps also add their phase seconds to ``phases[name]``
+    (see ``Trainer.train_step``)."""
     for name, trainer in trainers.items():
         for _ in range(warmup):
             trainer.train_step(next(batches[name]))
@@ -346,7 +375,7 @@ def _time_training_steps(
                 batch = next(batches[name])
                 _sync(device)
                 waited[name] += time.perf_counter() - tick
-                trainer.train_step(batch)
+                trainer.train_step(batch, phase_seconds=phases[name] if phases else None)
             _sync(device)
             step_time[name] += time.perf_counter() - start
     return step_time, waited
@@ -392,30 +421,22 @@ def compare_pipelines(
     """
     import torch
 
-    from bpbreid.config import apply_overrides
     from bpbreid.data.datasets import build_dataset_from_config
     from bpbreid.engine.distributed import resolve_device
-    from bpbreid.engine.trainer import Trainer
 
     resolved = resolve_device(device)
     if threads is not None and resolved.type == "cpu":
         torch.set_num_threads(int(threads))
-    rounds = max(1, min(int(rounds), int(steps)))
-    per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+    per_round = _per_round(steps, rounds)
     data = build_dataset_from_config(cfg)
     with tempfile.TemporaryDirectory(prefix="bpbreid-bench-") as tmp:
-        trainers: dict[str, Any] = {}
-        for name in ("reference", "tensor"):
-            overrides = [
-                f"data.pipeline={name}",
-                f"train.device={device}",
-                f"train.output_dir={tmp}/{name}",
-                "train.loggers=[]",
-            ]
-            if threads is not None:
-                overrides.append(f"train.threads={int(threads)}")
-            variant = apply_overrides(cfg, overrides, "compare_pipelines")
-            trainers[name] = Trainer(variant, data=data, progress=False)
+        trainers = {
+            name: _bench_trainer(
+                cfg, [f"data.pipeline={name}"], f"{tmp}/{name}", device, threads, data,
+                "compare_pipelines",
+            )
+            for name in ("reference", "tensor")
+        }  # fmt: skip
         tensor_loader = trainers["tensor"].train_loader
         tensor_loader.progress = progress
         start = time.perf_counter()
@@ -497,26 +518,22 @@ def time_training_variants(
     """
     import torch
 
-    from bpbreid.config import apply_overrides
     from bpbreid.data.datasets import build_dataset_from_config
     from bpbreid.engine.distributed import resolve_device
-    from bpbreid.engine.trainer import Trainer
 
     resolved = resolve_device(device)
     if threads is not None and resolved.type == "cpu":
         torch.set_num_threads(int(threads))
-    rounds = max(1, min(int(rounds), int(steps)))
-    per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+    per_round = _per_round(steps, rounds)
     data = data if data is not None else build_dataset_from_config(cfg)
     batch_size = int(cfg.train.batch_size)
     with tempfile.TemporaryDirectory(prefix="bpbreid-bench-") as tmp:
-        trainers = {}
-        for i, (name, overrides) in enumerate(variants.items()):
-            extra = [f"train.device={device}", f"train.output_dir={tmp}/{i}", "train.loggers=[]"]
-            if threads is not None:
-                extra.append(f"train.threads={int(threads)}")
-            variant = apply_overrides(cfg, [*overrides, *extra], f"variant {name}")
-            trainers[name] = Trainer(variant, data=data, progress=False)
+        trainers = {
+            name: _bench_trainer(
+                cfg, overrides, f"{tmp}/{i}", device, threads, data, f"variant {name}"
+            )
+            for i, (name, overrides) in enumerate(variants.items())
+        }
         batches = {name: _forever(t.train_loader) for name, t in trainers.items()}
         step_time, waited = _time_training_steps(trainers, batches, per_round, warmup, resolved)
         del batches, trainers
@@ -580,38 +597,30 @@ def compare_ceiling(
     """
     import torch
 
-    from bpbreid.config import apply_overrides
     from bpbreid.data.datasets import build_dataset_from_config
     from bpbreid.engine.distributed import resolve_device
-    from bpbreid.engine.trainer import Trainer
 
     resolved = resolve_device(device)
     cuda = resolved.type == "cuda"
     variants = variants or (VARIANTS if cuda else ("fp32", "amp_cl"))
     if threads is not None and not cuda:
         torch.set_num_threads(int(threads))
-    rounds = max(1, min(int(rounds), int(steps)))
-    per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+    per_round = _per_round(steps, rounds)
     data = build_dataset_from_config(cfg)
     batch_size = int(cfg.train.batch_size)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bpbreid-bench-") as tmp:
         for variant in variants:
-            trainers: dict[str, Any] = {}
-            for pipeline in ("reference", "tensor"):
-                overrides = [
-                    *VARIANT_OVERRIDES[variant],
-                    f"data.pipeline={pipeline}",
-                    f"train.device={device}",
-                    f"train.output_dir={tmp}/{variant}_{pipeline}",
-                    "train.loggers=[]",
-                ]
-                if threads is not None:
-                    overrides.append(f"train.threads={int(threads)}")
-                if variant != "fp32" and cfg.train.amp == "off":
-                    overrides.append(f"train.amp={_amp_setting(resolved.type)}")
-                variant_cfg = apply_overrides(cfg, overrides, f"variant {variant}")
-                trainers[pipeline] = Trainer(variant_cfg, data=data, progress=False)
+            overrides = list(VARIANT_OVERRIDES[variant])
+            if variant != "fp32" and cfg.train.amp == "off":
+                overrides.append(f"train.amp={_amp_setting(resolved.type)}")
+            trainers = {
+                pipeline: _bench_trainer(
+                    cfg, [*overrides, f"data.pipeline={pipeline}"], f"{tmp}/{variant}_{pipeline}",
+                    device, threads, data, f"variant {variant}",
+                )
+                for pipeline in ("reference", "tensor")
+            }  # fmt: skip
             if cuda:
                 # The baseline is true fp32: no TF32 tensor cores (the trainer enables them).
                 tf32 = variant != "fp32"
@@ -819,38 +828,29 @@ def demo_phases(
     """
     import torch
 
-    from bpbreid.config import apply_overrides, load_config
+    from bpbreid.config import load_config
     from bpbreid.data.datasets import build_dataset_from_config
     from bpbreid.demo import MODELS, longest_first, model_configs, schedule_seconds
-    from bpbreid.engine.trainer import Trainer
 
     torch.set_num_threads(1)
     names = models or MODELS
     base = load_config("synthetic_cpu", ["train.device=cpu", *(overrides or [])])
     data = build_dataset_from_config(base)
-    rounds = max(1, min(int(rounds), int(steps)))
-    per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+    per_round = _per_round(steps, rounds)
     with tempfile.TemporaryDirectory(prefix="bpbreid-bench-") as tmp:
         configs = model_configs(base, Path(tmp), seed=0)
-        trainers, batches = {}, {}
-        for name in names:
-            cfg = apply_overrides(
-                configs[name], ["train.loggers=[]", "train.threads=1"], f"model {name}"
-            )
-            trainers[name] = Trainer(cfg, data=data, progress=False)
-            batches[name] = _forever(trainers[name].train_loader)
+        trainers = {
+            name: _bench_trainer(configs[name], [], f"{tmp}/{name}", "cpu", 1, data, name)
+            for name in names
+        }
+        batches = {name: _forever(trainer.train_loader) for name, trainer in trainers.items()}
         flops = {name: step_flops(t, next(batches[name])) for name, t in trainers.items()}
-        for name, trainer in trainers.items():
-            for _ in range(3):
-                trainer.train_step(next(batches[name]))
-        phases = {name: dict.fromkeys(PHASES, 0.0) for name in names}
-        for count in per_round:
-            for name, trainer in trainers.items():
-                for _ in range(count):
-                    tick = time.perf_counter()
-                    batch = next(batches[name])
-                    phases[name]["data"] += time.perf_counter() - tick
-                    trainer.train_step(batch, phase_seconds=phases[name])
+        phases: dict[str, dict[str, float]] = {name: {} for name in names}
+        _, waited = _time_training_steps(
+            trainers, batches, per_round, 3, torch.device("cpu"), phases
+        )
+        for name in names:
+            phases[name]["data"] = waited[name]
         max_steps = {name: int(configs[name].train.max_steps) for name in names}
         order = longest_first({name: configs[name] for name in names})
         del batches, trainers
@@ -858,7 +858,7 @@ def demo_phases(
     batch_size = int(base.train.batch_size)
     result: dict[str, Any] = {"peak_gflops": peak, "models": {}}
     for name in names:
-        per_step = {phase: seconds / steps for phase, seconds in phases[name].items()}
+        per_step = {phase: phases[name][phase] / steps for phase in PHASES}
         result["models"][name] = {
             "images_per_s": batch_size / sum(per_step.values()),
             "phases": per_step,
@@ -867,16 +867,14 @@ def demo_phases(
         }
     processes = 2
 
-    def demo_seconds(key: str) -> float:
-        def seconds(name: str) -> float:
-            info = result["models"][name]
-            return sum(info["phases"].values()) if key == "measured" else info[key]
+    def demo_seconds(seconds_per_step: dict[str, float]) -> float:
+        work = {name: max_steps[name] * seconds_per_step[name] for name in order}
+        return schedule_seconds(work, [], processes)
 
-        return schedule_seconds({n: max_steps[n] * seconds(n) for n in order}, [], processes)
-
+    models = result["models"]
     result["demo"] = {
-        "measured_s": demo_seconds("measured"),
-        "floor_s": demo_seconds("floor_s_per_step"),
+        "measured_s": demo_seconds({n: sum(models[n]["phases"].values()) for n in names}),
+        "floor_s": demo_seconds({n: models[n]["floor_s_per_step"] for n in names}),
         "processes": processes,
         "steps": max_steps,
     }
@@ -976,7 +974,6 @@ def format_table(results: list[BenchResult]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import platform
 
     import torch
 
@@ -1020,7 +1017,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     args = _defaults(args, cuda)
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or 'cpu'})"
+    name = _device_name(device)
     print(
         f"Training speed, BPBReID {args.backbone} at {args.height}x{args.width}, "
         f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up steps, "
