@@ -3,10 +3,12 @@
 #
 #   1. the ceiling (the model's step on a batch kept on the device) against the reference and the
 #      tensor pipeline, for fp32 eager (TF32 off), AMP + channels_last and + torch.compile:
-#      ResNet-50 at 256x128 (synthetic_gpu) and HRNet-W32 at 384x128 (the paper's size);
+#      ResNet-50 at 256x128 (synthetic_gpu) and HRNet-W32 at 384x128 (the paper's size), both
+#      with the paper configs' augmentations (official erasing box, official part targets);
 #   2. accuracy with either pipeline: the synthetic GPU demo's `bpbreid` trained with each.
 #
 # Usage: bash benchmarks/device_pipeline.sh [output folder]   (default outputs/device_pipeline)
+# STAGES="resnet50 hrnet accuracy" (the default) chooses what runs, e.g. one stage per call.
 # SMALL=1 runs a reduced version on any device (a check that the script works, not a figure).
 set -euo pipefail
 
@@ -16,6 +18,8 @@ python="${PYTHON:-python}"
 device="cuda"
 steps=30
 demo_steps=1000
+stages=" ${STAGES:-resnet50 hrnet accuracy} "
+recipe=(data.erasing=official model.bpbreid.masks.targets=official)
 hrnet=(model.backbone=hrnet_w32 data.height=384 data.synthetic.height=384)
 if [[ "${SMALL:-0}" == 1 ]]; then
     device="auto"
@@ -27,16 +31,21 @@ fi
 "$python" -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name() \
     if torch.cuda.is_available() else 'no GPU')" | tee "$out/machine.txt"
 
-echo "## ResNet-50, 256x128" | tee "$out/ceiling_resnet50.md"
-"$python" -m bpbreid bench train --ceiling --device "$device" --steps "$steps" \
-    | tee -a "$out/ceiling_resnet50.md"
-
-if [[ ${#hrnet[@]} -gt 0 ]]; then
-    echo "## HRNet-W32, 384x128" | tee "$out/ceiling_hrnet_w32.md"
+if [[ "$stages" == *" resnet50 "* ]]; then
+    echo "## ResNet-50, 256x128, the paper configs' augmentations" | tee "$out/ceiling_resnet50.md"
     "$python" -m bpbreid bench train --ceiling --device "$device" --steps "$steps" \
-        --variants fp32 amp_cl -- "${hrnet[@]}" | tee -a "$out/ceiling_hrnet_w32.md"
+        -- "${recipe[@]}" | tee -a "$out/ceiling_resnet50.md"
 fi
 
+if [[ "$stages" == *" hrnet "* && ${#hrnet[@]} -gt 0 ]]; then
+    echo "## HRNet-W32, 384x128, the paper configs' augmentations" \
+        | tee "$out/ceiling_hrnet_w32.md"
+    "$python" -m bpbreid bench train --ceiling --device "$device" --steps "$steps" \
+        --variants fp32 amp_cl -- "${recipe[@]}" "${hrnet[@]}" \
+        | tee -a "$out/ceiling_hrnet_w32.md"
+fi
+
+[[ "$stages" == *" accuracy "* ]] || exit 0
 for pipeline in reference tensor; do
     "$python" -m bpbreid demo --models bpbreid --steps "$demo_steps" --device "$device" \
         --out "$out/demo_$pipeline" --no-figures --no-progress "data.pipeline=$pipeline"

@@ -526,21 +526,6 @@ def _cross_field_problems(cfg: Config) -> list[str]:
             f"train.batch_size={train.batch_size} must be a multiple of "
             f"train.num_instances={train.num_instances} (batches are P identities x K images)."
         )
-    if cfg.data.pipeline == "tensor":
-        # The batch pipeline reproduces the default erasing and targets only (docs/fidelity.md).
-        official = [
-            key
-            for key, value in (
-                ("data.erasing", cfg.data.erasing),
-                ("model.bpbreid.masks.targets", masks.targets),
-            )
-            if value == "official"
-        ]
-        if official:
-            problems.append(
-                f"data.pipeline=tensor does not implement {' and '.join(f'{k}=official' for k in official)}: "
-                "use data.pipeline=reference."
-            )
     k = PART_GROUPING_SIZES[masks.preprocess]
     if masks.parts_num != k:
         same_k = [g for g, n in PART_GROUPING_SIZES.items() if n == masks.parts_num]

@@ -246,19 +246,18 @@ def test_official_pooling_foreground_background_masked_parts_gwap() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# The tensor pipeline refuses what it does not implement
+# The tensor pipeline takes the paper configs' recipe
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "option", ["data.erasing=official", "model.bpbreid.masks.targets=official"]
-)
-def test_tensor_pipeline_refuses_official_options(option: str) -> None:
-    key = option.split("=")[0]
-    with pytest.raises(ConfigError, match=re.escape(key)):
-        load_config(None, ["data.pipeline=tensor", option])
-    with pytest.raises(ConfigError, match=re.escape(key)):
-        BatchAugment(build_transforms(load_config(None, [option]), train=True, seed=0))
+@pytest.mark.parametrize("name", ["market1501_hrnet_w32", "occluded_duke_resnet50"])
+def test_paper_configs_run_on_the_tensor_pipeline(name: str) -> None:
+    """Official erasing and targets are part of the batch pipeline (tests/test_pipeline.py)."""
+    cfg = load_config(name, ["data.pipeline=tensor"])
+    assert cfg.data.erasing == "official" and cfg.model.bpbreid.masks.targets == "official"
+    augment = BatchAugment(build_transforms(cfg, train=True, seed=0))
+    assert augment.erase_mode == "official" and augment.targets_mode == "official"
+    assert "erase p0.5 (official)" in repr(augment) and "official targets" in repr(augment)
 
 
 # --------------------------------------------------------------------------------------

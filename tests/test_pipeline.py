@@ -16,6 +16,7 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from bpbreid.config import Config, ConfigError, load_config
@@ -44,12 +45,21 @@ PARTS_TOL = 1e-5
 TARGETS_TOL = 1e-4
 
 
-def make_cfg(transforms: list[str], grouping: str = "eight", height: int = H, width: int = W):
+def make_cfg(
+    transforms: list[str],
+    grouping: str = "eight",
+    height: int = H,
+    width: int = W,
+    erasing: str = "area_ratio",
+    targets: str = "area",
+):
     cfg = Config()
     cfg.data.height, cfg.data.width = height, width
     cfg.data.transforms = transforms
+    cfg.data.erasing = erasing
     cfg.model.bpbreid.masks.preprocess = grouping
     cfg.model.bpbreid.masks.parts_num = P.num_parts(grouping)
+    cfg.model.bpbreid.masks.targets = targets
     return cfg
 
 
@@ -76,13 +86,14 @@ def reference_with_params(ref, image, fields, params: AugmentParams, i: int):
                 "hue": 0.0,
                 "order": [1, 0, 2, 3] if bool(params.contrast_first[i]) else [0, 1, 2, 3],
             }
-        if isinstance(step, A.Erasing) and not bool(params.erase[i]):
+        erasing = isinstance(step, A.Erasing | A.CoarseDropout)
+        if erasing and not bool(params.erase[i]):
             continue
         values = step.update_transform_params(dict(explicit), data)
         if isinstance(step, A.RandomCrop):
             y, x = (int(v) for v in params.offset[i])
             values.update(crop_coords=(x, y, x + width, y + height), pad_params=None)
-        elif isinstance(step, A.Erasing):
+        elif erasing:
             top, left, box_h, box_w = (int(v) for v in params.box[i])
             values.update(holes=np.array([[left, top, left + box_w, top + box_h]]), seed=0)
         elif not isinstance(step, A.ColorJitter):
@@ -134,7 +145,10 @@ def assert_equivalent(cfg, images0, fields0, params, images=None, labels=None, s
         # Hard labels: equal except at ties (two parts equally strong: the same field leads
         # both) and where the background rule is within float noise of its threshold.
         ref_labels, labels_i = P.hard_labels(ref_targets), P.hard_labels(targets[i])
-        small = P.resize_maps(ref_parts.numpy(), tuple(ref_targets.shape[-2:]), mode="area")
+        if augment.targets_mode == "official":
+            small = F.interpolate(ref_parts[None], size=ref_targets.shape[-2:])[0].numpy()
+        else:
+            small = P.resize_maps(ref_parts.numpy(), tuple(ref_targets.shape[-2:]), mode="area")
         top2 = ref_targets.topk(2, dim=0).values
         ambiguous = (top2[0] - top2[1] < TARGETS_TOL) | (
             torch.from_numpy(np.abs(small.max(0) - 0.5)) < 1e-4
@@ -142,6 +156,9 @@ def assert_equivalent(cfg, images0, fields0, params, images=None, labels=None, s
         assert bool(((ref_labels == labels_i) | ambiguous).all()), f"sample {i}: labels differ"
     assert worst_parts <= PARTS_TOL, worst_parts
     assert worst_targets <= TARGETS_TOL, worst_targets
+    if augment.targets_mode == "official":
+        # Nearest neighbour picks label values: nothing to round, the maps are equal.
+        assert worst_parts == 0.0 and worst_targets == 0.0, (worst_parts, worst_targets)
     return worst_parts, worst_targets
 
 
@@ -179,16 +196,30 @@ def test_symmetric_groupings_need_no_extra_channel_and_left_right_swap():
 # --------------------------------------------------------------------------------------
 
 
+OFFICIAL = {"erasing": "official", "targets": "official"}
+
+
 @pytest.mark.parametrize(
-    ("transforms", "grouping"),
-    [(ALL, "eight"), (ALL, "four"), (ALL, "five_v"), (["rc", "re"], "five"), ([], "one")],
+    ("transforms", "grouping", "official"),
+    [
+        (ALL, "eight", {}),
+        (ALL, "four", {}),
+        (ALL, "five_v", {}),
+        (["rc", "re"], "five", {}),
+        ([], "one", {}),
+        # The paper configs' recipe (data.erasing, model.bpbreid.masks.targets: official).
+        (ALL, "eight", OFFICIAL),
+        (["rc", "re"], "five_v", OFFICIAL),
+        (ALL, "five_v", {"erasing": "official"}),
+        (ALL, "four", {"targets": "official"}),
+    ],
 )
-def test_same_parameters_same_pixels(transforms, grouping):
+def test_same_parameters_same_pixels(transforms, grouping, official):
     rng = np.random.default_rng(1)
     batch = 24
     images0 = [rng.integers(0, 256, (128, 64, 3), dtype=np.uint8) for _ in range(batch)]
     fields0 = [random_fields(rng) for _ in range(batch)]
-    cfg = make_cfg(transforms, grouping)
+    cfg = make_cfg(transforms, grouping, **official)
     augment = BatchAugment.from_config(cfg)
     params = augment.sample(batch, torch.Generator().manual_seed(3))
     if transforms:  # every branch is taken somewhere in the batch
@@ -198,10 +229,11 @@ def test_same_parameters_same_pixels(transforms, grouping):
     assert_equivalent(cfg, images0, fields0, params)
 
 
-def test_extreme_parameters_same_pixels():
+@pytest.mark.parametrize("official", [{}, OFFICIAL], ids=["default", "official"])
+def test_extreme_parameters_same_pixels(official):
     """Crops at every corner, boxes at the borders, the jitter range ends, both orders."""
     rng = np.random.default_rng(2)
-    cfg = make_cfg(ALL, "eight")
+    cfg = make_cfg(ALL, "eight", **official)
     augment = BatchAugment.from_config(cfg)
     pad = augment.pad
     corners = [(0, 0), (0, 2 * pad), (2 * pad, 0), (2 * pad, 2 * pad)]
@@ -222,9 +254,10 @@ def test_extreme_parameters_same_pixels():
     assert_equivalent(cfg, images0, fields0, params)
 
 
-def test_size_not_a_multiple_of_four_shrinks_as_opencv():
+@pytest.mark.parametrize("official", [{}, OFFICIAL], ids=["default", "official"])
+def test_size_not_a_multiple_of_four_shrinks_as_opencv(official):
     rng = np.random.default_rng(3)
-    cfg = make_cfg(["rc", "re", "flip"], "four", height=62, width=30)
+    cfg = make_cfg(["rc", "re", "flip"], "four", height=62, width=30, **official)
     augment = BatchAugment.from_config(cfg)
     params = augment.sample(12, torch.Generator().manual_seed(0))
     images0 = [rng.integers(0, 256, (100, 40, 3), dtype=np.uint8) for _ in range(12)]
@@ -245,14 +278,15 @@ def write_samples(root: Path, image_sizes, label_sizes, seed: int = 0) -> list[S
     return samples
 
 
-def test_cache_from_files_with_mixed_label_sizes_matches_the_reference(tmp_path):
+@pytest.mark.parametrize("official", [{}, OFFICIAL], ids=["default", "official"])
+def test_cache_from_files_with_mixed_label_sizes_matches_the_reference(tmp_path, official):
     from bpbreid.data.datasets import read_image, read_label
 
     count = 10
     image_sizes = [(128, 64), (100, 40), (64, 32), (150, 70), (77, 33)] * 2
     label_sizes = [(16, 8), (12, 6), (20, 10), (16, 8), (9, 5)] * 2
     samples = write_samples(tmp_path, image_sizes, label_sizes)
-    cfg = make_cfg(ALL, "eight")
+    cfg = make_cfg(ALL, "eight", **official)
     cache = build_cache(samples, H, W, grouping="eight", flip=True, progress=False)
     assert cache.images.shape == (count, 3, H, W) and cache.images.dtype == torch.uint8
     assert cache.labels.shape == (count, 10, 20, 10) and cache.labels.dtype == torch.float32
@@ -393,6 +427,59 @@ def test_erasing_boxes_follow_the_reference_distribution():
         assert abs(relative.mean() - 0.5) < 0.02
     r_relative = (r_top + 0.5) / (H - r_h + 1)
     assert within((top + 0.5) / (H - box_h + 1), r_relative)
+
+
+def test_official_erasing_boxes_follow_the_reference_distribution():
+    """data.erasing=official: CoarseDropout's one box, sides uniform integers, p 0.5."""
+    height, width = 256, 128
+    cfg = make_cfg(["re"], "four", height=height, width=width, erasing="official")
+    ref = build_transforms(cfg, train=True, seed=0)
+    params = BatchAugment.from_config(cfg).sample(N, torch.Generator().manual_seed(0))
+    top, left, box_h, box_w = params.box.numpy().T
+    dropout = reference_step(ref, A.CoarseDropout)
+    dropout.set_random_seed(4)
+    holes = np.array(
+        [
+            dropout.get_params_dependent_on_data({"shape": (height, width, 3)}, {})["holes"][0]
+            for _ in range(N)
+        ]
+    )
+    r_left, r_top, r_right, r_bottom = holes.T
+    r_h, r_w = r_bottom - r_top, r_right - r_left
+    # The official ranges: [int(0.15 s), int(0.65 s)], both ends drawn, nothing outside.
+    for ours, theirs, (low, high) in ((box_h, r_h, (38, 166)), (box_w, r_w, (19, 83))):
+        for sample in (ours, theirs):
+            assert sample.min() == low and sample.max() == high
+            counts = np.bincount(sample - low, minlength=high - low + 1)
+            expected = N / (high - low + 1)
+            assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)
+        assert within(ours.astype(float), theirs.astype(float))
+    for start, size, full, r_start, r_size in (
+        (top, box_h, height, r_top, r_h),
+        (left, box_w, width, r_left, r_w),
+    ):
+        assert (start >= 0).all() and (start + size <= full).all()
+        relative = (start + 0.5) / (full - size + 1)
+        r_relative = (r_start + 0.5) / (full - r_size + 1)
+        assert abs(relative.mean() - 0.5) < 0.02 and within(relative, r_relative)
+    dropout.set_random_seed(5)
+    reference = np.array([dropout.should_apply() for _ in range(N)], dtype=float)
+    assert within(params.erase.numpy().astype(float), reference)
+
+
+def test_nearest_label_index_is_opencvs():
+    """The official targets' label resize: the source index OpenCV's INTER_NEAREST reads."""
+    import cv2
+
+    from bpbreid.data.pipeline import _nearest_table
+
+    for size_out in (*range(1, 70), 96, 128, 196, 256, 384):
+        table = _nearest_table(47, size_out).numpy()
+        assert table.shape == (48, size_out)
+        for size_in in range(1, 48):
+            column = np.tile(np.arange(size_in, dtype=np.float32)[:, None], (1, 2))
+            expected = cv2.resize(column, (2, size_out), interpolation=cv2.INTER_NEAREST)[:, 0]
+            assert np.array_equal(table[size_in], expected), (size_in, size_out)
 
 
 def test_jitter_factors_are_uniform_in_their_ranges():
@@ -544,10 +631,15 @@ def test_resume_with_the_tensor_pipeline_equals_the_uninterrupted_run(tmp_path, 
     )
 
 
-def test_pipeline_comparison_runs_tiny(data_root):
+@pytest.mark.parametrize(
+    "recipe",
+    [[], ["data.erasing=official", "model.bpbreid.masks.targets=official"]],
+    ids=["default", "official"],
+)
+def test_pipeline_comparison_runs_tiny(data_root, recipe):
     from bpbreid.bench.train import compare_pipelines, format_pipeline_comparison
 
-    cfg = synthetic_cfg(data_root, "unused", "data.transforms=[rc,re]")
+    cfg = synthetic_cfg(data_root, "unused", "data.transforms=[rc,re]", *recipe)
     result = compare_pipelines(cfg, steps=2, warmup=0, rounds=2)
     assert result["cache"]["images"] == 48 and result["threads"] == 1
     for name in ("reference", "tensor"):

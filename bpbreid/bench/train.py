@@ -188,15 +188,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "synthetic_cpu on a CPU) with key=value overrides",
     )
     parser.add_argument(
-        "--config", default=None, help="with --ceiling: the configuration (name or YAML path)"
+        "--config",
+        default=None,
+        help="with --ceiling or --pipelines: the configuration (name or YAML path)",
     )
     parser.add_argument(
-        "overrides", nargs="*", default=[], help="with --ceiling: config overrides key=value"
+        "overrides",
+        nargs="*",
+        default=[],
+        help="with --ceiling or --pipelines: config overrides key=value",
     )
     parser.add_argument(
         "--pipelines",
         action="store_true",
-        help="instead: the reference and the tensor data pipeline on synthetic_cpu, in one run",
+        help="instead: the reference and the tensor data pipeline, in one run, on --config "
+        "(default synthetic_cpu, on the CPU) with key=value overrides",
     )
 
 
@@ -1010,7 +1016,9 @@ def run(args: argparse.Namespace) -> int:
         from bpbreid.config import load_config
 
         steps = args.steps or (6 if args.small else 100)
-        cfg = load_config("synthetic_cpu", ["train.device=cpu"])
+        config = args.config or "synthetic_cpu"
+        cfg = load_config(config, ["train.device=cpu", *(args.overrides or [])])
+        print(f"Reference and tensor pipeline ({config}), taking turns:", flush=True)
         result = compare_pipelines(cfg, steps, args.device, rounds=min(2, steps))
         print(format_pipeline_comparison(result))
         return 0

@@ -10,7 +10,11 @@ operations on whole batches, on the device that trains:
    once and keeps the grouped part maps ``float32 [N, C, h, w]`` at the labels' own resolution.
 2. :class:`BatchAugment` runs the reference training pipeline on a batch: flip with the
    left/right swap, pad + random crop, colour jitter, random erasing (image and labels),
-   normalisation, and the soft part targets at 1/4 resolution.
+   normalisation, and the soft part targets at 1/4 resolution. Both recipes of
+   :mod:`bpbreid.data.transforms` are there: ours (``data.erasing: area_ratio``,
+   ``model.bpbreid.masks.targets: area``) and the official one of the paper configs
+   (``official``: one box with sides uniform in pixels written into the normalised image;
+   labels resized by nearest neighbour and one target pixel kept per 4x4 block).
 3. :class:`TensorTrainLoader` takes the identity sampler's indices batch by batch, gathers from
    the cache and augments. Its random parameters come from one ``torch.Generator`` seeded from
    the run's seed and rank (its ``generator``), which the trainer saves in every checkpoint and
@@ -34,19 +38,27 @@ groupings that set is another part (left arm <-> right arm); for the official ``
 left leg), it is a field set of its own, which the cache stores as an extra channel (``C = K``
 plus those).
 
+With official targets the labels are resized by OpenCV's nearest neighbour after the flip, in
+the reference's order; a nearest resize does not commute with a mirror, so the flipped column
+is taken in the label's own frame, and the whole resize + flip + crop is one gather through
+OpenCV's index tables (:func:`_nearest_table`).
+
 Equivalence with the reference, for the same random parameters (``tests/test_pipeline.py``):
 image pixels exactly (uint8 crop, flip, colour jitter with the installed OpenCV's grey
 conversion, erasing, then the reference's own normalisation numbers); part maps and targets to
 the float rounding of the bilinear resize (about 1e-7 and 1e-6; the tests allow 1e-5, 1e-4),
-so the hard part labels agree except at exact ties between parts. The random parameters follow
+so the hard part labels agree except at exact ties between parts; with official targets part
+maps and targets are equal (nearest neighbour copies label values). The random parameters follow
 the reference's distributions (albumentations 2: crop offsets uniform over ``0..2 pad``;
 erasing with p 0.5, area uniform in ``[0.02, min(0.4, ...)]`` of the image, aspect ratio w/h
-uniform within ``[0.3, 3.3]`` as far as the box fits; flip and jitter with p 0.5), drawn from
-another random stream.
+uniform within ``[0.3, 3.3]`` as far as the box fits; the official box: sides uniform
+integers in ``[int(0.15 s), int(0.65 s)]``, position uniform, p 0.5; flip and jitter with
+p 0.5), drawn from another random stream.
 
 Reference:
     Zhong et al. "Random Erasing Data Augmentation", AAAI 2020; albumentations 2
-    (``RandomCrop``, ``PadIfNeeded``, ``Erasing``, ``ColorJitter``, ``Normalize``), whose
+    (``RandomCrop``, ``PadIfNeeded``, ``Erasing``, ``CoarseDropout``, ``ColorJitter``,
+    ``Normalize``), whose
     parameters are read from the reference ``Compose`` built by
     :func:`bpbreid.data.transforms.build_transforms`.
 """
@@ -381,6 +393,23 @@ def _apply_lut(image: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     return lut.gather(1, image.reshape(batch, -1).long()).view_as(image)
 
 
+def _nearest_table(size_in_max: int, size_out: int) -> torch.Tensor:
+    """OpenCV's ``INTER_NEAREST`` source indices: ``int64 [size_in_max + 1, size_out]``.
+
+    Row ``s`` holds, for each output position ``x``, the index a resize from ``s`` to
+    ``size_out`` reads: ``min(floor(x * (1 / (size_out / s))), s - 1)``, OpenCV's own float64
+    arithmetic (``resizeNN``) evaluated by NumPy as OpenCV does it. (``floor(x s / size_out)``
+    in integers differs where the float product rounds below an integer, as does torch's
+    division on some shapes.)
+    """
+    sizes = np.arange(size_in_max + 1, dtype=np.float64)[:, None]
+    with np.errstate(divide="ignore"):
+        inverse = 1.0 / (size_out / sizes)
+    index = np.floor(np.arange(size_out, dtype=np.float64)[None] * inverse)
+    index = np.minimum(index, np.maximum(sizes - 1, 0))
+    return torch.from_numpy(np.nan_to_num(index).astype(np.int64))
+
+
 def _area_matrix(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
     """``[size_out, size_in]`` weights of OpenCV's INTER_AREA shrink (fractional coverage)."""
     scale = size_in / size_out
@@ -410,7 +439,9 @@ class BatchAugment:
     """
 
     # The steps in the reference's order; each is optional except group, resize, normalize.
-    ORDER = ("flip", "group", "resize", "pad", "crop", "jitter", "erase", "normalize")
+    # "erase" is data.erasing=area_ratio (uint8, before normalisation), "dropout" the official
+    # box (after it).
+    ORDER = ("flip", "group", "resize", "pad", "crop", "jitter", "erase", "normalize", "dropout")
 
     def __init__(
         self, reference: ReIDTransform, flipped_channels: Sequence[int] | None = None
@@ -420,11 +451,10 @@ class BatchAugment:
         from bpbreid.data.transforms import MASK_STRIDE, FlipWithFieldSwap, GroupFields
 
         self.height, self.width = reference.height, reference.width
-        if getattr(reference, "targets", "area") != "area":
-            # Nearest-resized labels and 1-in-16 target pixels are not implemented here.
-            raise ConfigError(
-                self._unsupported("model.bpbreid.masks.targets=official (the official targets)")
-            )
+        # "area": bilinear labels, 4x4 block means; "official": nearest labels, one pixel in 16.
+        self.targets_mode = getattr(reference, "targets", "area")
+        if self.targets_mode not in ("area", "official"):
+            raise ConfigError(self._unsupported(f"targets={self.targets_mode}"))
         self.strategy = reference.strategy
         self.threshold = reference.threshold
         self.softmax_weight = reference.softmax_weight
@@ -432,8 +462,13 @@ class BatchAugment:
         self.flip_p = self.jitter_p = self.erase_p = 0.0
         self.pad = 0
         self.brightness = self.contrast = (1.0, 1.0)
+        # Erasing: "area_ratio" (albumentations' Erasing on uint8, before normalisation) or
+        # "official" (one CoarseDropout box on the normalised image, sides drawn in pixels).
+        self.erase_mode = "area_ratio"
         self.erase_scale, self.erase_ratio = (0.0, 0.0), (1.0, 1.0)
+        self.erase_sides: tuple[tuple[float, float], tuple[float, float]] = ((0, 0), (0, 0))
         self.fill = (0, 0, 0)
+        self.official_fill = (0.0, 0.0, 0.0)
         self.normalize_lut = torch.zeros(3, 256)
         self.normalize_affine: tuple[torch.Tensor, torch.Tensor] | None = None
         seen: list[str] = []
@@ -478,10 +513,21 @@ class BatchAugment:
                 self.erase_ratio = (float(step.ratio[0]), float(step.ratio[1]))
                 self.fill = (int(fill[0]), int(fill[1]), int(fill[2]))
             elif isinstance(step, A.CoarseDropout):
-                # data.erasing=official: a box on the normalized float image, not implemented.
-                raise ConfigError(
-                    self._unsupported("data.erasing=official (erasing after normalization)")
+                # data.erasing=official: one box written into the normalised image.
+                seen.append("dropout")
+                fill = step.fill
+                if isinstance(fill, str) or step.fill_mask is None or step.fill_mask != 0:
+                    raise ConfigError(self._unsupported("erasing with a random fill"))
+                if tuple(step.num_holes_range) != (1, 1):
+                    raise ConfigError(self._unsupported("erasing with several boxes"))
+                fill = tuple(fill) if isinstance(fill, tuple | list) else (fill,) * 3
+                self.erase_mode = "official"
+                self.erase_p = float(step.p)
+                self.erase_sides = (
+                    (step.hole_height_range[0], step.hole_height_range[1]),
+                    (step.hole_width_range[0], step.hole_width_range[1]),
                 )
+                self.official_fill = (float(fill[0]), float(fill[1]), float(fill[2]))
             elif isinstance(step, A.Normalize):
                 seen.append("normalize")
                 # The reference's own table: uint8 images are normalised through a lookup.
@@ -500,6 +546,8 @@ class BatchAugment:
                 raise ConfigError(self._unsupported(f"the step {type(step).__name__}"))
         order = [name for name in self.ORDER if name in seen]
         if seen != order or not {"group", "resize", "normalize"} <= set(seen):
+            raise ConfigError(self._unsupported(f"the step order {' -> '.join(seen)}"))
+        if {"erase", "dropout"} <= set(seen):  # one box per sample in the parameters
             raise ConfigError(self._unsupported(f"the step order {' -> '.join(seen)}"))
         if ("pad" in seen) != ("crop" in seen):
             raise ConfigError(self._unsupported("a crop without its padding"))
@@ -535,7 +583,10 @@ class BatchAugment:
         if self.jitter_p:
             steps.append(f"jitter p{self.jitter_p:g}")
         if self.erase_p:
-            steps.append(f"erase p{self.erase_p:g}")
+            official = " (official)" if self.erase_mode == "official" else ""
+            steps.append(f"erase p{self.erase_p:g}{official}")
+        if self.targets_mode == "official":
+            steps.append("official targets")
         return f"BatchAugment({', '.join(steps) or 'none'}; {self.height}x{self.width})"
 
     # ---- random parameters -----------------------------------------------------------
@@ -565,8 +616,32 @@ class BatchAugment:
             params.contrast = uniform(*self.contrast)
             params.contrast_first = uniform() < 0.5
         if self.erase_p:
-            params.erase, params.box = self._sample_boxes(uniform)
+            if self.erase_mode == "official":
+                params.erase, params.box = self._sample_official_boxes(n, uniform, g)
+            else:
+                params.erase, params.box = self._sample_boxes(uniform)
         return params
+
+    def _sample_official_boxes(
+        self, n: int, uniform: Any, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One box per sample as albumentations' ``CoarseDropout`` with one hole draws it.
+
+        Integer side ranges: sides uniform integers, both ends included; fractions: the side
+        is ``int(size * uniform(low, high))``. Position uniform over the boxes that fit.
+        """
+        erase = uniform() < self.erase_p
+        sides = []
+        for (low, high), size in zip(self.erase_sides, (self.height, self.width)):
+            if isinstance(low, int) and isinstance(high, int):
+                side = torch.randint(int(low), int(high) + 1, (n,), generator=generator)
+            else:
+                side = torch.floor(size * uniform(float(low), float(high))).long()
+            sides.append(side.clamp(0, size))
+        box_h, box_w = sides
+        top = torch.floor(uniform() * (self.height - box_h + 1)).long()
+        left = torch.floor(uniform() * (self.width - box_w + 1)).long()
+        return erase, torch.stack([top, left, box_h, box_w], dim=1)
 
     def _sample_boxes(self, uniform: Any) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = self.height, self.width
@@ -600,6 +675,9 @@ class BatchAugment:
                 "mean": affine[0].to(device),
                 "scale": affine[1].to(device),
                 "fill": torch.tensor(self.fill, dtype=torch.uint8, device=device).view(1, 3, 1, 1),
+                "official_fill": torch.tensor(
+                    self.official_fill, dtype=torch.float32, device=device
+                ).view(1, 3, 1, 1),
                 "plain": self.plain.to(device),
                 "flipped": self.flipped.to(device),
                 "levels": torch.arange(256, dtype=torch.float32, device=device),
@@ -675,17 +753,22 @@ class BatchAugment:
             in_rows = (ys >= top[:, None]) & (ys < (top + box_h)[:, None])
             in_cols = (xs >= left[:, None]) & (xs < (left + box_w)[:, None])
             erased = (in_rows[:, :, None] & in_cols[:, None, :] & p.erase[:, None, None])[:, None]
-            image = torch.where(erased, tables["fill"], image)
+            if self.erase_mode == "area_ratio":
+                image = torch.where(erased, tables["fill"], image)
         if self.normalize_affine is not None:
             out = (image.float() - tables["mean"]) * tables["scale"]
         else:
             offsets = torch.arange(3, device=device).view(1, 3, 1, 1) * 256
             out = tables["normalize"].view(-1).take(image.long() + offsets)
+        if erased is not None and self.erase_mode == "official":
+            out = torch.where(erased, tables["official_fill"], out)
 
         if labels is None:
             return out, None
         keep = inside[:, None] if erased is None else inside[:, None] & ~erased
-        if label_sizes is None:
+        if self.targets_mode == "official":
+            parts = self._parts_nearest(labels, label_sizes, p, rows, cols, tables)
+        elif label_sizes is None:
             parts = self._parts_uniform(labels, p, flat, tables)
         else:
             parts = self._parts(labels, label_sizes, p, rows, cols, tables)
@@ -784,19 +867,65 @@ class BatchAugment:
             source, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
 
+    def _parts_nearest(
+        self,
+        labels: torch.Tensor,
+        sizes: torch.Tensor | None,
+        p: AugmentParams,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        tables: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Part maps ``[B, K, H, W]`` resized by nearest neighbour (``targets=official``).
+
+        The reference flips the label, then resizes it with OpenCV's ``INTER_NEAREST``
+        (source index ``min(floor(x / (W / w)), w - 1)``), then pads and crops. Nearest
+        resizing does not commute with a mirror, so the flip is taken in the label's own
+        columns: output pixel ``(i, j)`` reads label row ``ny(rows[i])`` and column
+        ``nx(cols[j])``, or ``w - 1 - nx(cols[j])`` when flipped. One gather, exact.
+        """
+        batch, _, top_h, top_w = labels.shape
+        source = self._select_channels(labels, p, tables)
+        device = labels.device
+        if sizes is None:
+            size_h = torch.full((batch, 1), top_h, dtype=torch.int64, device=device)
+            size_w = torch.full((batch, 1), top_w, dtype=torch.int64, device=device)
+        else:
+            size_h, size_w = sizes[:, :1].long(), sizes[:, 1:].long()
+        # Index tables up to the padded (largest) size, made once per device and size.
+        row_key, col_key = f"nearest_rows_{top_h}", f"nearest_cols_{top_w}"
+        if row_key not in tables:
+            tables[row_key] = _nearest_table(top_h, self.height).to(device)
+        if col_key not in tables:
+            tables[col_key] = _nearest_table(top_w, self.width).to(device)
+        row_table, col_table = tables[row_key], tables[col_key]
+        rows, cols = rows.clamp(0, self.height - 1), cols.clamp(0, self.width - 1)
+        label_rows = row_table[size_h.expand_as(rows), rows]  # [B, H]
+        label_cols = col_table[size_w.expand_as(cols), cols]  # [B, W]
+        label_cols = torch.where(p.flip[:, None], size_w - 1 - label_cols, label_cols)
+        flat = label_rows[:, :, None] * top_w + label_cols[:, None, :]  # [B, H, W]
+        parts = source.shape[1]
+        gathered = source.reshape(batch, parts, -1).gather(
+            2, flat.view(batch, 1, -1).expand(-1, parts, -1)
+        )
+        return gathered.view(batch, parts, self.height, self.width)
+
     def targets(self, parts: torch.Tensor) -> torch.Tensor:
         """Part maps ``[B, K, H, W]`` -> soft targets ``[B, K+1, H/4, W/4]``.
 
-        Shrunk to 1/4 by area averaging (OpenCV's INTER_AREA, fractional coverage when the
-        size is not a multiple of 4), then the background rule and softmax of the reference
-        (:func:`bpbreid.data.parsing.part_targets`).
+        ``targets=area``: shrunk to 1/4 by area averaging (OpenCV's INTER_AREA, fractional
+        coverage when the size is not a multiple of 4); ``official``: one pixel of every 4x4
+        block (torch's nearest, as the reference). Then the background rule and softmax of
+        the reference (:func:`bpbreid.data.parsing.part_targets`).
         """
         from bpbreid.data.parsing import part_targets
 
         height, width = parts.shape[-2:]
         small_h = max(height // self.mask_stride, 1)
         small_w = max(width // self.mask_stride, 1)
-        if height % small_h == 0 and width % small_w == 0:
+        if self.targets_mode == "official":
+            small = F.interpolate(parts, size=(small_h, small_w), mode="nearest")
+        elif height % small_h == 0 and width % small_w == 0:
             small = F.avg_pool2d(parts, (height // small_h, width // small_w))
         else:
             weights_h = _area_matrix(height, small_h, parts.device)

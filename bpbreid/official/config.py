@@ -187,7 +187,7 @@ def config_from_official(
             float(v) for v in _plain(_get(official, "data.norm_std", [0.229, 0.224, 0.225]))
         ],
     }
-    # The official erasing box and fill (the tensor pipeline does not reproduce them).
+    # The official erasing box and fill, and the official per-image pipeline.
     data.update({"erasing": "official", "pipeline": "reference"})
     sources = _plain(_get(official, "data.sources", [])) or []
     if sources and str(sources[0]) in OFFICIAL_DATASETS:
