@@ -19,6 +19,7 @@ device="cuda"
 steps=30
 demo_steps=1000
 stages=" ${STAGES:-resnet50 hrnet accuracy} "
+small=""
 recipe=(data.erasing=official model.bpbreid.masks.targets=official)
 hrnet=(model.backbone=hrnet_w32 data.height=384 data.synthetic.height=384)
 if [[ "${SMALL:-0}" == 1 ]]; then
@@ -26,13 +27,15 @@ if [[ "${SMALL:-0}" == 1 ]]; then
     steps=2
     demo_steps=4
     hrnet=()
+    small=" (SMALL=1: the reduced check, see the line below for what ran)"
 fi
 
 "$python" -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name() \
     if torch.cuda.is_available() else 'no GPU')" | tee "$out/machine.txt"
 
 if [[ "$stages" == *" resnet50 "* ]]; then
-    echo "## ResNet-50, 256x128, the paper configs' augmentations" | tee "$out/ceiling_resnet50.md"
+    echo "## ResNet-50, 256x128, the paper configs' augmentations$small" \
+        | tee "$out/ceiling_resnet50.md"
     "$python" -m bpbreid bench train --ceiling --device "$device" --steps "$steps" \
         -- "${recipe[@]}" | tee -a "$out/ceiling_resnet50.md"
 fi

@@ -134,6 +134,9 @@ def assert_equivalent(cfg, images0, fields0, params, images=None, labels=None, s
         images, labels = tensor_inputs(images0, fields0, cfg)
     out, parts = augment.apply(images, labels, params, sizes)
     targets = augment.targets(parts)
+    # What the loader calls: the same (official targets: made at the kept pixels only).
+    called_image, called_targets = augment(images, labels, params, sizes)
+    assert torch.equal(called_image, out) and torch.equal(called_targets, targets)
     worst_parts = worst_targets = 0.0
     for i in range(len(images0)):
         ref_image, ref_parts, ref_targets = reference_with_params(

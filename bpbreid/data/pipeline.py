@@ -559,6 +559,7 @@ class BatchAugment:
         self.flipped = torch.as_tensor(list(flipped_channels))
         self.gray_weights, self.gray_shift = _gray_weights() if self.jitter_p else ((0, 0, 0), 0)
         self._tables: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self._pixels: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod
     def _unsupported(what: str) -> str:
@@ -693,6 +694,9 @@ class BatchAugment:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Augment a batch: :meth:`apply`, then the part targets (:meth:`targets`).
 
+        With official targets the part maps are made only at the pixels the targets keep
+        (``apply(..., target_pixels=True)``): the same targets at a sixteenth of the work.
+
         Args:
             images: ``uint8 [B, 3, H, W]`` decoded and resized (:class:`DecodedCache`).
             labels: ``float [B, C, h, w]`` part maps (C field sets), or None.
@@ -703,6 +707,10 @@ class BatchAugment:
             ``(images, targets)``: ``float32 [B, 3, H, W]`` normalised, and ``float32
             [B, K+1, H/4, W/4]`` soft targets (channel 0 background), or None without labels.
         """
+        if labels is not None and self.targets_mode == "official":
+            # Official targets keep one pixel per 4x4 block: only those are made.
+            image, small = self.apply(images, labels, params, label_sizes, target_pixels=True)
+            return image, self._part_targets(small)
         image, parts = self.apply(images, labels, params, label_sizes)
         return image, None if parts is None else self.targets(parts)
 
@@ -712,8 +720,14 @@ class BatchAugment:
         labels: torch.Tensor | None = None,
         params: AugmentParams | None = None,
         label_sizes: torch.Tensor | None = None,
+        *,
+        target_pixels: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The augmented images and part maps at full size (arguments as :meth:`__call__`).
+
+        With ``target_pixels`` (official targets only) the part maps are made at the pixels
+        the targets keep (``[B, K, H/4, W/4]``, the nearest subsampling of the full maps), a
+        sixteenth of the work; :meth:`targets` of the full maps gives the same numbers.
 
         Returns:
             ``(images, parts)``: ``float32 [B, 3, H, W]`` normalised, and ``float32
@@ -766,6 +780,12 @@ class BatchAugment:
         if labels is None:
             return out, None
         keep = inside[:, None] if erased is None else inside[:, None] & ~erased
+        if target_pixels:
+            if self.targets_mode != "official":
+                raise ValueError("target_pixels needs the official targets (nearest labels).")
+            pick_rows, pick_cols = self._target_pixels(device)
+            rows, cols = rows[:, pick_rows], cols[:, pick_cols]
+            keep = keep[:, :, pick_rows][:, :, :, pick_cols]
         if self.targets_mode == "official":
             parts = self._parts_nearest(labels, label_sizes, p, rows, cols, tables)
         elif label_sizes is None:
@@ -908,7 +928,36 @@ class BatchAugment:
         gathered = source.reshape(batch, parts, -1).gather(
             2, flat.view(batch, 1, -1).expand(-1, parts, -1)
         )
-        return gathered.view(batch, parts, self.height, self.width)
+        return gathered.view(batch, parts, rows.shape[1], cols.shape[1])
+
+    def _target_pixels(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``[H/4]`` and columns ``[W/4]`` the official targets keep (torch's nearest).
+
+        Read off ``F.interpolate`` itself (on an index ramp), so they are its choice exactly.
+        """
+        if device not in self._pixels:
+            small_h, small_w = self._target_size(self.height, self.width)
+            picked = []
+            for size, small in ((self.height, small_h), (self.width, small_w)):
+                ramp = torch.arange(size, dtype=torch.float32).view(1, 1, size, 1)
+                chosen = F.interpolate(ramp, size=(small, 1), mode="nearest").view(-1)
+                picked.append(chosen.long().to(device))
+            self._pixels[device] = (picked[0], picked[1])
+        return self._pixels[device]
+
+    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+        return max(height // self.mask_stride, 1), max(width // self.mask_stride, 1)
+
+    def _part_targets(self, small: torch.Tensor) -> torch.Tensor:
+        """Part maps at 1/4 ``[B, K, h, w]`` -> targets ``[B, K+1, h, w]`` (background rule)."""
+        from bpbreid.data.parsing import part_targets
+
+        return part_targets(
+            small,
+            strategy=self.strategy,
+            threshold=self.threshold,
+            softmax_weight=self.softmax_weight,
+        )
 
     def targets(self, parts: torch.Tensor) -> torch.Tensor:
         """Part maps ``[B, K, H, W]`` -> soft targets ``[B, K+1, H/4, W/4]``.
@@ -918,11 +967,8 @@ class BatchAugment:
         block (torch's nearest, as the reference). Then the background rule and softmax of
         the reference (:func:`bpbreid.data.parsing.part_targets`).
         """
-        from bpbreid.data.parsing import part_targets
-
         height, width = parts.shape[-2:]
-        small_h = max(height // self.mask_stride, 1)
-        small_w = max(width // self.mask_stride, 1)
+        small_h, small_w = self._target_size(height, width)
         if self.targets_mode == "official":
             small = F.interpolate(parts, size=(small_h, small_w), mode="nearest")
         elif height % small_h == 0 and width % small_w == 0:
@@ -931,12 +977,7 @@ class BatchAugment:
             weights_h = _area_matrix(height, small_h, parts.device)
             weights_w = _area_matrix(width, small_w, parts.device)
             small = torch.einsum("bkyx,hy,wx->bkhw", parts, weights_h, weights_w)
-        return part_targets(
-            small,
-            strategy=self.strategy,
-            threshold=self.threshold,
-            softmax_weight=self.softmax_weight,
-        )
+        return self._part_targets(small)
 
 
 # --------------------------------------------------------------------------------------
