@@ -590,6 +590,29 @@ def test_build_loaders_makes_the_tensor_loader_and_reference_test_loaders(data_r
     assert isinstance(loaders["query"], torch.utils.data.DataLoader)
 
 
+def test_fit_decodes_the_cache_before_the_first_step_and_says_so(data_root, tmp_path, capsys):
+    """The decoding is said on its own line, not counted as the first steps' wait for data."""
+    cfg = synthetic_cfg(data_root, tmp_path, "train.max_steps=1", "train.test_at_end=false")
+    trainer = Trainer(cfg, progress=True)
+    seen: list[bool] = []
+    trainer.step_hooks.append(lambda t, step, c: seen.append(t.train_loader.cache is not None))
+    decoded_before_steps: list[bool] = []
+    original = trainer._train_epoch
+
+    def train_epoch() -> None:
+        decoded_before_steps.append(trainer.train_loader.cache is not None)
+        original()
+
+    trainer._train_epoch = train_epoch
+    trainer.fit()
+    assert decoded_before_steps == [True] and seen == [True]
+    assert "Decoded the 48 training images once in" in capsys.readouterr().out
+    # A DataLoader has nothing to prepare; neither has a finished run.
+    reference = Trainer(synthetic_cfg(data_root, tmp_path / "r", "data.pipeline=reference"))
+    reference._prepare_train_data()
+    assert "Decoded" not in capsys.readouterr().out
+
+
 def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
