@@ -470,6 +470,37 @@ def test_official_erasing_boxes_follow_the_reference_distribution():
     assert within(params.erase.numpy().astype(float), reference)
 
 
+def test_erasing_boxes_with_fractional_sides_follow_the_reference():
+    """A CoarseDropout with side ranges as fractions of the image: int(size * uniform)."""
+    cfg = make_cfg(["re"], "four", height=128, width=64, erasing="official")
+    ref = build_transforms(cfg, train=True, seed=0)
+    index = next(i for i, t in enumerate(ref.compose.transforms) if isinstance(t, A.CoarseDropout))
+    fractional = A.CoarseDropout(
+        num_holes_range=(1, 1),
+        hole_height_range=(0.2, 0.5),
+        hole_width_range=(0.1, 0.6),
+        fill=(0.485, 0.456, 0.406),
+        fill_mask=0,
+        p=0.5,
+    )
+    ref.compose.transforms[index] = fractional
+    params = BatchAugment(ref).sample(N, torch.Generator().manual_seed(0))
+    fractional.set_random_seed(6)
+    holes = np.array(
+        [
+            fractional.get_params_dependent_on_data({"shape": (128, 64, 3)}, {})["holes"][0]
+            for _ in range(N)
+        ]
+    )
+    _, _, box_h, box_w = params.box.numpy().T
+    r_h, r_w = holes[:, 3] - holes[:, 1], holes[:, 2] - holes[:, 0]
+    # int(128 * [0.2, 0.5)) = 25..63, int(64 * [0.1, 0.6)) = 6..38: truncated, not rounded.
+    for ours, theirs, (low, high) in ((box_h, r_h, (25, 63)), (box_w, r_w, (6, 38))):
+        for sample in (ours, theirs):
+            assert sample.min() == low and sample.max() == high
+        assert within(ours.astype(float), theirs.astype(float))
+
+
 def test_nearest_label_index_is_opencvs():
     """The official targets' label resize: the source index OpenCV's INTER_NEAREST reads."""
     import cv2
