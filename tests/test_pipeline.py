@@ -320,6 +320,24 @@ def test_memory_mapped_cache_holds_the_same_and_leaves_no_file(tmp_path):
     assert list(scratch.iterdir()) == []  # unlinked once mapped
 
 
+def test_an_unusable_cache_dir_is_a_clear_error(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    samples = write_samples(tmp_path, [(128, 64)] * 2, [(16, 8)] * 2)
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    with pytest.raises(ConfigError, match="data.cache_dir=.*a_file.*not a folder"):
+        build_cache(samples, H, W, grouping="four", cache_dir=in_the_way, progress=False)
+    # Not enough space: refused before anything is mapped (a full disk would kill the run).
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    scratch = tmp_path / "scratch"
+    with pytest.raises(ConfigError, match=r"need 12288 bytes .* 100 bytes free"):
+        build_cache(samples, H, W, grouping="four", cache_dir=scratch, progress=False)
+    assert list(scratch.iterdir()) == []
+
+
 def test_unreadable_files_are_named(tmp_path):
     samples = write_samples(tmp_path, [(128, 64)] * 3, [(16, 8)] * 3)
     Path(samples[1].img_path).write_bytes(b"not an image")

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -195,6 +196,13 @@ class DecodedCache:
         return images, labels, sizes
 
 
+def _size(nbytes: float) -> str:
+    """``1.52 GiB``, ``12.0 MiB`` or ``512 bytes``."""
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.2f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{int(nbytes)} bytes"
+
+
 def _scratch_array(cache_dir: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     """A writable memory-mapped ``uint8`` array in a scratch file of ``cache_dir``.
 
@@ -202,8 +210,30 @@ def _scratch_array(cache_dir: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     behind, even by a killed run; where unlinking an open file fails, the file stays.
     """
     folder = Path(cache_dir).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix="bpbreid-decoded-", suffix=".npy", dir=folder)
+    needed = int(np.prod(shape))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise ConfigError(
+            f"data.cache_dir={cache_dir}: not a folder the decoded images can be written to "
+            f"({exc.strerror or exc}). Give a writable folder, or data.cache_dir=null to keep "
+            "them in memory."
+        ) from exc
+    # A memory-mapped file is written lazily: on a full disk the process would die of SIGBUS
+    # in the middle of decoding, with no message. Check the space first.
+    if free < needed:
+        raise ConfigError(
+            f"data.cache_dir={cache_dir}: the decoded images need {_size(needed)} and the disk "
+            f"there has {_size(free)} free. Free some space, choose another "
+            "folder, or data.cache_dir=null to keep them in memory."
+        )
+    try:
+        handle, name = tempfile.mkstemp(prefix="bpbreid-decoded-", suffix=".npy", dir=folder)
+    except OSError as exc:
+        raise ConfigError(
+            f"data.cache_dir={cache_dir}: cannot create a file there ({exc.strerror or exc})."
+        ) from exc
     os.close(handle)
     array = np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=shape)
     try:
