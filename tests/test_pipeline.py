@@ -338,6 +338,20 @@ def test_an_unusable_cache_dir_is_a_clear_error(tmp_path, monkeypatch):
     assert list(scratch.iterdir()) == []
 
 
+def test_a_cache_larger_than_memory_is_refused_with_the_way_out(tmp_path, monkeypatch):
+    from bpbreid.data import pipeline
+
+    samples = write_samples(tmp_path, [(128, 64)] * 2, [(16, 8)] * 2)
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 10_000)  # < 12,288 bytes / 0.8
+    with pytest.raises(ConfigError, match=r"need 12288 bytes .*data\.cache_dir=<folder>"):
+        build_cache(samples, H, W, grouping="four", progress=False)
+    # On disk it is fine; and unknown memory (not Linux) is not a reason to refuse.
+    mapped = build_cache(samples, H, W, grouping="four", cache_dir=tmp_path / "s", progress=False)
+    assert mapped.images.shape == (2, 3, H, W)
+    monkeypatch.setattr(pipeline, "available_memory", lambda: None)
+    assert build_cache(samples, H, W, grouping="four", progress=False).images.shape[0] == 2
+
+
 def test_unreadable_files_are_named(tmp_path):
     samples = write_samples(tmp_path, [(128, 64)] * 3, [(16, 8)] * 3)
     Path(samples[1].img_path).write_bytes(b"not an image")
@@ -601,6 +615,24 @@ def test_loader_gathers_the_sampler_batches(tmp_path):
     again = loader.batch(order[:4])
     assert torch.equal(first["image"], again["image"])
     assert torch.equal(first["target_masks"], again["target_masks"])
+
+
+def test_the_cache_moves_to_the_device_only_with_room_beside_the_training(
+    tmp_path, monkeypatch, caplog
+):
+    """``data.device_cache_mb`` allows it, the card's free memory decides (meta: a stand-in)."""
+    from bpbreid.data import pipeline
+
+    samples = write_samples(tmp_path, [(128, 64)] * 4, [(16, 8)] * 4)
+    cfg = make_cfg(["rc"], "four")
+    sampler = RandomIdentitySampler(samples, batch_size=4, num_instances=2, seed=0)
+    for free, expected in ((10**12, "meta"), (1000, "cpu")):
+        monkeypatch.setattr(pipeline, "device_free_memory", lambda device, free=free: free)
+        loader = TensorTrainLoader.from_config(
+            cfg, samples, sampler, load_masks=True, device="meta", progress=False
+        )
+        assert loader.prepare().device.type == expected
+    assert "stay in host memory: meta has 1000 bytes free" in caplog.text
 
 
 @pytest.fixture(scope="module")

@@ -203,6 +203,53 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{int(nbytes)} bytes"
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux ``MemAvailable``); None
+    where it is not known."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+# The in-memory cache may take at most this share of the available memory: the model, the
+# optimizer and the evaluation need the rest.
+MEMORY_SHARE = 0.8
+
+
+# The cache moves to a GPU only if it takes at most this share of the card's free memory.
+DEVICE_SHARE = 0.5
+
+
+def device_free_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA ``device`` (``torch.cuda.mem_get_info``); None for others."""
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.mem_get_info(device)[0])
+
+
+def _memory_array(shape: tuple[int, ...]) -> np.ndarray:
+    """An in-memory ``uint8`` array, refused with a clear error when memory cannot hold it.
+
+    ``np.empty`` only reserves address space; filling a cache larger than memory would end
+    in the kernel's out-of-memory kill halfway through decoding, with no message.
+    """
+    needed = int(np.prod(shape))
+    available = available_memory()
+    if available is not None and needed > MEMORY_SHARE * available:
+        raise ConfigError(
+            f"The decoded training images need {_size(needed)} of memory and this machine has "
+            f"{_size(available)} available. Set data.cache_dir=<folder> to keep them in a "
+            "memory-mapped file on disk, lower data.height/data.width, or use "
+            "data.pipeline=reference (images decoded per batch)."
+        )
+    return np.empty(shape, np.uint8)
+
+
 def _scratch_array(cache_dir: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     """A writable memory-mapped ``uint8`` array in a scratch file of ``cache_dir``.
 
@@ -294,7 +341,7 @@ def build_cache(
     # The reference's resize (image part): same call, same pixels.
     resize = A.Resize(height, width, interpolation=cv2.INTER_LINEAR)
     shape = (count, 3, height, width)
-    images = np.empty(shape, np.uint8) if cache_dir is None else _scratch_array(cache_dir, shape)
+    images = _memory_array(shape) if cache_dir is None else _scratch_array(cache_dir, shape)
     maps: list[np.ndarray] = []
 
     def decode(index: int) -> np.ndarray | None:
@@ -1141,6 +1188,17 @@ class TensorTrainLoader:
                 label_size=self.label_size,
             )
             fits = cache.nbytes <= self.device_cache_mb * 2**20
+            free = device_free_memory(self.device)
+            if fits and free is not None and cache.nbytes > DEVICE_SHARE * free:
+                # The setting allows it, but this card has not the room beside the training.
+                log.warning(
+                    "The decoded images (%s) stay in host memory: %s has %s free. Each batch "
+                    "is copied over instead.",
+                    _size(cache.nbytes),
+                    self.device,
+                    _size(free),
+                )
+                fits = False
             if self.device.type != "cpu" and fits and self.cache_dir is None:
                 cache = cache.to(self.device)
             self.cache = cache
