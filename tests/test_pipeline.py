@@ -389,6 +389,14 @@ def reference_step(ref, kind):
     return next(step for step in ref.compose.transforms if isinstance(step, kind))
 
 
+def reference_boxes(step, shape, seed: int) -> np.ndarray:
+    """``N`` boxes ``(left, top, right, bottom)`` from an erasing step's own sampler."""
+    step.set_random_seed(seed)
+    return np.array(
+        [step.get_params_dependent_on_data({"shape": shape}, {})["holes"][0] for _ in range(N)]
+    )
+
+
 def test_probabilities_match_the_reference():
     cfg = make_cfg(ALL, "eight")
     ref = build_transforms(cfg, train=True, seed=0)
@@ -433,15 +441,7 @@ def test_erasing_boxes_follow_the_reference_distribution():
     ref = build_transforms(cfg, train=True, seed=0)
     params = BatchAugment.from_config(cfg).sample(N, torch.Generator().manual_seed(0))
     top, left, box_h, box_w = params.box.numpy().T.astype(float)
-    erasing = reference_step(ref, A.Erasing)
-    erasing.set_random_seed(3)
-    holes = np.array(
-        [
-            erasing.get_params_dependent_on_data({"shape": (H, W, 3)}, {})["holes"][0]
-            for _ in range(N)
-        ],
-        dtype=float,
-    )
+    holes = reference_boxes(reference_step(ref, A.Erasing), (H, W, 3), seed=3).astype(float)
     r_left, r_top, r_right, r_bottom = holes.T
     r_h, r_w = r_bottom - r_top, r_right - r_left
     area, r_area = box_h * box_w / (H * W), r_h * r_w / (H * W)
@@ -472,13 +472,7 @@ def test_official_erasing_boxes_follow_the_reference_distribution():
     params = BatchAugment.from_config(cfg).sample(N, torch.Generator().manual_seed(0))
     top, left, box_h, box_w = params.box.numpy().T
     dropout = reference_step(ref, A.CoarseDropout)
-    dropout.set_random_seed(4)
-    holes = np.array(
-        [
-            dropout.get_params_dependent_on_data({"shape": (height, width, 3)}, {})["holes"][0]
-            for _ in range(N)
-        ]
-    )
+    holes = reference_boxes(dropout, (height, width, 3), seed=4)
     r_left, r_top, r_right, r_bottom = holes.T
     r_h, r_w = r_bottom - r_top, r_right - r_left
     # The official ranges: [int(0.15 s), int(0.65 s)], both ends drawn, nothing outside.
@@ -517,13 +511,7 @@ def test_erasing_boxes_with_fractional_sides_follow_the_reference():
     )
     ref.compose.transforms[index] = fractional
     params = BatchAugment(ref).sample(N, torch.Generator().manual_seed(0))
-    fractional.set_random_seed(6)
-    holes = np.array(
-        [
-            fractional.get_params_dependent_on_data({"shape": (128, 64, 3)}, {})["holes"][0]
-            for _ in range(N)
-        ]
-    )
+    holes = reference_boxes(fractional, (128, 64, 3), seed=6)
     _, _, box_h, box_w = params.box.numpy().T
     r_h, r_w = holes[:, 3] - holes[:, 1], holes[:, 2] - holes[:, 0]
     # int(128 * [0.2, 0.5)) = 25..63, int(64 * [0.1, 0.6)) = 6..38: truncated, not rounded.

@@ -69,6 +69,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
@@ -470,6 +471,27 @@ def _apply_lut(image: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     return lut.gather(1, image.reshape(batch, -1).long()).view_as(image)
 
 
+def _label_sizes(
+    labels: torch.Tensor, sizes: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each label's own height and width, ``int64 [B, 1]`` each: ``sizes [B, 2]`` when the
+    maps are padded to the largest, else the maps' size."""
+    if sizes is None:
+        batch, _, height, width = labels.shape
+        full = torch.ones(batch, 1, dtype=torch.int64, device=labels.device)
+        return full * height, full * width
+    return sizes[:, :1].long(), sizes[:, 1:].long()
+
+
+def _gather_pixels(source: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """``source [B, C, h, w]`` read at flat pixel indices ``flat [B, H, W]``: ``[B, C, H, W]``."""
+    batch, channels = source.shape[:2]
+    gathered = source.reshape(batch, channels, -1).gather(
+        2, flat.reshape(batch, 1, -1).expand(-1, channels, -1)
+    )
+    return gathered.view(batch, channels, *flat.shape[1:])
+
+
 def _nearest_table(size_in_max: int, size_out: int) -> torch.Tensor:
     """OpenCV's ``INTER_NEAREST`` source indices: ``int64 [size_in_max + 1, size_out]``.
 
@@ -479,12 +501,11 @@ def _nearest_table(size_in_max: int, size_out: int) -> torch.Tensor:
     in integers differs where the float product rounds below an integer, as does torch's
     division on some shapes.)
     """
-    sizes = np.arange(size_in_max + 1, dtype=np.float64)[:, None]
-    with np.errstate(divide="ignore"):
-        inverse = 1.0 / (size_out / sizes)
-    index = np.floor(np.arange(size_out, dtype=np.float64)[None] * inverse)
-    index = np.minimum(index, np.maximum(sizes - 1, 0))
-    return torch.from_numpy(np.nan_to_num(index).astype(np.int64))
+    sizes = np.arange(1, size_in_max + 1, dtype=np.float64)[:, None]
+    index = np.floor(np.arange(size_out, dtype=np.float64)[None] * (1.0 / (size_out / sizes)))
+    index = np.minimum(index, sizes - 1).astype(np.int64)
+    # Row 0 (an empty label) is never read; it keeps row s at index s.
+    return torch.from_numpy(np.concatenate([np.zeros((1, size_out), np.int64), index]))
 
 
 def _area_matrix(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
@@ -636,7 +657,6 @@ class BatchAugment:
         self.flipped = torch.as_tensor(list(flipped_channels))
         self.gray_weights, self.gray_shift = _gray_weights() if self.jitter_p else ((0, 0, 0), 0)
         self._tables: dict[torch.device, dict[str, torch.Tensor]] = {}
-        self._pixels: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod
     def _unsupported(what: str) -> str:
@@ -760,6 +780,11 @@ class BatchAugment:
                 "flipped": self.flipped.to(device),
                 "levels": torch.arange(256, dtype=torch.float32, device=device),
             }
+            if self.targets_mode == "official":
+                rows, cols = self._target_pixels()
+                self._tables[device].update(
+                    target_rows=rows.to(device), target_cols=cols.to(device)
+                )
         return self._tables[device]
 
     def __call__(
@@ -831,8 +856,7 @@ class BatchAugment:
             rows.clamp(0, height - 1)[:, :, None] * width
             + from_cols.clamp(0, width - 1)[:, None, :]
         )
-        image = images.reshape(batch, 3, -1).gather(2, flat.view(batch, 1, -1).expand(-1, 3, -1))
-        image = image.view(batch, 3, height, width) * inside[:, None]
+        image = _gather_pixels(images, flat) * inside[:, None]
 
         if self.jitter_p:
             image = self._jitter(image, p, tables)
@@ -860,7 +884,7 @@ class BatchAugment:
         if target_pixels:
             if self.targets_mode != "official":
                 raise ValueError("target_pixels needs the official targets (nearest labels).")
-            pick_rows, pick_cols = self._target_pixels(device)
+            pick_rows, pick_cols = tables["target_rows"], tables["target_cols"]
             rows, cols = rows[:, pick_rows], cols[:, pick_cols]
             keep = keep[:, :, pick_rows][:, :, :, pick_cols]
         if self.targets_mode == "official":
@@ -916,14 +940,10 @@ class BatchAugment:
         own flip + crop gather (a mirror commutes with the resize).
         """
         source = self._select_channels(labels, p, tables)
-        batch, parts = source.shape[:2]
         resized = F.interpolate(
             source, size=(self.height, self.width), mode="bilinear", align_corners=False
         )
-        gathered = resized.reshape(batch, parts, -1).gather(
-            2, flat.view(batch, 1, -1).expand(-1, parts, -1)
-        )
-        return gathered.view(batch, parts, self.height, self.width)
+        return _gather_pixels(resized, flat)
 
     def _parts(
         self,
@@ -942,18 +962,14 @@ class BatchAugment:
         at ``((r + 0.5) h / H - 0.5, (c + 0.5) w / W - 0.5)`` (OpenCV's pixel centres), its
         column mirrored within the label's own width when flipped.
         """
-        batch, _, top_h, top_w = labels.shape
+        _, _, top_h, top_w = labels.shape
         height, width = self.height, self.width
         source = self._select_channels(labels, p, tables)
         dtype = torch.float32 if labels.device.type == "mps" else torch.float64
-        if sizes is None:
-            size_h = torch.full((batch,), top_h, dtype=dtype, device=labels.device)
-            size_w = torch.full((batch,), top_w, dtype=dtype, device=labels.device)
-        else:
-            size_h, size_w = sizes[:, 0].to(dtype), sizes[:, 1].to(dtype)
-        src_y = (rows.to(dtype) + 0.5) * (size_h / height)[:, None] - 0.5  # [B, H]
-        src_x = (cols.to(dtype) + 0.5) * (size_w / width)[:, None] - 0.5  # [B, W]
-        src_x = torch.where(p.flip[:, None], (size_w - 1)[:, None] - src_x, src_x)
+        size_h, size_w = (size.to(dtype) for size in _label_sizes(labels, sizes))
+        src_y = (rows.to(dtype) + 0.5) * (size_h / height) - 0.5  # [B, H]
+        src_x = (cols.to(dtype) + 0.5) * (size_w / width) - 0.5  # [B, W]
+        src_x = torch.where(p.flip[:, None], size_w - 1 - src_x, src_x)
         grid_y = (2 * src_y + 1) / top_h - 1
         grid_x = (2 * src_x + 1) / top_w - 1
         grid = torch.stack(
@@ -981,14 +997,10 @@ class BatchAugment:
         columns: output pixel ``(i, j)`` reads label row ``ny(rows[i])`` and column
         ``nx(cols[j])``, or ``w - 1 - nx(cols[j])`` when flipped. One gather, exact.
         """
-        batch, _, top_h, top_w = labels.shape
+        _, _, top_h, top_w = labels.shape
         source = self._select_channels(labels, p, tables)
         device = labels.device
-        if sizes is None:
-            size_h = torch.full((batch, 1), top_h, dtype=torch.int64, device=device)
-            size_w = torch.full((batch, 1), top_w, dtype=torch.int64, device=device)
-        else:
-            size_h, size_w = sizes[:, :1].long(), sizes[:, 1:].long()
+        size_h, size_w = _label_sizes(labels, sizes)
         # Index tables up to the padded (largest) size, made once per device and size.
         row_key, col_key = f"nearest_rows_{top_h}", f"nearest_cols_{top_w}"
         if row_key not in tables:
@@ -1001,26 +1013,20 @@ class BatchAugment:
         label_cols = col_table[size_w.expand_as(cols), cols]  # [B, W]
         label_cols = torch.where(p.flip[:, None], size_w - 1 - label_cols, label_cols)
         flat = label_rows[:, :, None] * top_w + label_cols[:, None, :]  # [B, H, W]
-        parts = source.shape[1]
-        gathered = source.reshape(batch, parts, -1).gather(
-            2, flat.view(batch, 1, -1).expand(-1, parts, -1)
-        )
-        return gathered.view(batch, parts, rows.shape[1], cols.shape[1])
+        return _gather_pixels(source, flat)
 
-    def _target_pixels(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _target_pixels(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``[H/4]`` and columns ``[W/4]`` the official targets keep (torch's nearest).
 
         Read off ``F.interpolate`` itself (on an index ramp), so they are its choice exactly.
         """
-        if device not in self._pixels:
-            small_h, small_w = self._target_size(self.height, self.width)
-            picked = []
-            for size, small in ((self.height, small_h), (self.width, small_w)):
-                ramp = torch.arange(size, dtype=torch.float32).view(1, 1, size, 1)
-                chosen = F.interpolate(ramp, size=(small, 1), mode="nearest").view(-1)
-                picked.append(chosen.long().to(device))
-            self._pixels[device] = (picked[0], picked[1])
-        return self._pixels[device]
+        picked = []
+        for size, small in zip(
+            (self.height, self.width), self._target_size(self.height, self.width)
+        ):
+            ramp = torch.arange(size, dtype=torch.float32).view(1, 1, size, 1)
+            picked.append(F.interpolate(ramp, size=(small, 1), mode="nearest").view(-1).long())
+        return picked[0], picked[1]
 
     def _target_size(self, height: int, width: int) -> tuple[int, int]:
         return max(height // self.mask_stride, 1), max(width // self.mask_stride, 1)
@@ -1125,6 +1131,7 @@ class TensorTrainLoader:
         self.device_cache_mb = float(device_cache_mb)
         self.progress = progress
         self.cache: DecodedCache | None = None
+        self.summary = ""  # what prepare() decoded, in how long, and where it is kept
         # The DataLoader attributes code that inspects a training loader reads: batches are
         # made in the training process, on the training device; nothing is pinned.
         self.num_workers = 0
@@ -1174,6 +1181,7 @@ class TensorTrainLoader:
     def prepare(self) -> DecodedCache:
         """Build the cache now (decode every image once) and place it; returns it."""
         if self.cache is None:
+            start = time.perf_counter()
             cache = build_cache(
                 self.samples,
                 self.augment.height,
@@ -1202,12 +1210,12 @@ class TensorTrainLoader:
             if self.device.type != "cpu" and fits and self.cache_dir is None:
                 cache = cache.to(self.device)
             self.cache = cache
-            log.info(
-                "Decoded %d training images once (%.1f MiB, on %s).",
-                len(cache),
-                cache.nbytes / 2**20,
-                cache.device,
+            where = "in host memory" if cache.device.type == "cpu" else f"on {cache.device}"
+            self.summary = (
+                f"Decoded the {len(cache):,} training images once in "
+                f"{time.perf_counter() - start:.1f} s ({_size(cache.nbytes)}, {where})."
             )
+            log.info(self.summary)
         return self.cache
 
     def batch(self, indices: Sequence[int] | torch.Tensor) -> dict[str, Any]:

@@ -546,14 +546,9 @@ class Trainer:
             return
         if self._finished():
             return
-        start = time.perf_counter()
-        cache = prepare()
+        prepare()
         if self.progress:
-            where = "in host memory" if cache.device.type == "cpu" else f"on {cache.device}"
-            self._say(
-                f"Decoded the {len(cache):,} training images once in "
-                f"{time.perf_counter() - start:.1f} s ({cache.nbytes / 2**20:,.0f} MiB, {where})."
-            )
+            self._say(self.train_loader.summary)
 
     def _train_epoch(self) -> None:
         train = self.cfg.train
